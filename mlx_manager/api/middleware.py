@@ -1,0 +1,111 @@
+"""ASGI middleware: a request id on every response, and a cap on request body size."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from mlx_manager.errors import RequestTooLarge
+
+_SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def request_id_of(scope: Scope) -> str:
+    return str(scope.get("state", {}).get("request_id", ""))
+
+
+class RequestIdMiddleware:
+    """Honours a sane incoming `x-request-id`, else mints one; echoes it on the response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = dict(scope.get("headers", [])).get(b"x-request-id", b"").decode("latin-1")
+        request_id = incoming if _SAFE_ID.match(incoming) else f"req_{uuid.uuid4().hex}"
+        scope.setdefault("state", {})["request_id"] = request_id
+        header = (b"x-request-id", request_id.encode())
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), header]
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+def _replay(chunks: list[bytes], final: Message | None, then: Receive | None = None) -> Receive:
+    """A receive() that hands out the buffered body, then defers to the real one."""
+    pending: list[Message] = [
+        {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+    ]
+    if final is not None:
+        pending = [final]
+
+    async def receive() -> Message:
+        if pending:
+            return pending.pop(0)
+        if then is not None:
+            return await then()
+        return {"type": "http.disconnect"}
+
+    return receive
+
+
+class BodyLimitMiddleware:
+    """413 for bodies over `limit` bytes, by Content-Length or while streaming the body in."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await self._reject(scope, send)
+            return
+        # Read the body up front (bounded by the limit) so an oversized chunked upload is a
+        # clean 413 rather than a parse error deep inside the framework.
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                await self.app(scope, _replay([], message), send)
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.limit:
+                await self._reject(scope, send)
+                return
+            more = bool(message.get("more_body", False))
+        await self.app(scope, _replay(chunks, None, receive), send)
+
+    def _message(self) -> str:
+        return f"Request body exceeds the limit of {self.limit} bytes."
+
+    async def _reject(self, scope: Scope, send: Send) -> None:
+        error = RequestTooLarge(self._message())
+        anthropic = str(scope.get("path", "")).startswith("/v1/messages")
+        body = json.dumps(error.anthropic_body() if anthropic else error.openai_body()).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": error.status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})

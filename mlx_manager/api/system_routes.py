@@ -1,0 +1,34 @@
+"""Health and engine statistics."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from mlx_manager.api.openai_routes import engine_of
+from mlx_manager.engine.client import EngineState
+
+router = APIRouter()
+
+
+@router.get("/health")
+async def health(request: Request) -> JSONResponse:
+    engine = engine_of(request)
+    body: dict[str, Any] = {
+        "status": engine.state.value,
+        "models": [info.model_id for info in engine.model_infos()],
+    }
+    if engine.load_error:
+        body["error"] = engine.load_error
+    status = 200 if engine.state is EngineState.READY else 503
+    return JSONResponse(
+        body, status_code=status, headers={} if status == 200 else {"Retry-After": "2"}
+    )
+
+
+@router.get("/v1/queue/stats")
+async def queue_stats(request: Request) -> dict[str, Any]:
+    return dataclasses.asdict(engine_of(request).snapshot())

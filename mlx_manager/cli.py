@@ -1,0 +1,171 @@
+"""`mlx-manager` command line: serve, convert-gguf.
+
+Flags are generated from the Settings fields, so every flag has an env var and a config key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from mlx_manager.config import ENV_PREFIX, Settings, load_settings
+
+_OPENBLAS = Path("/usr/lib/x86_64-linux-gnu/libopenblas.so.0")
+_REEXEC_MARK = "MLX_MANAGER_REEXECED"
+
+
+def _field_kind(annotation: Any) -> tuple[Any, bool]:
+    """(scalar type, is_list) for a Settings annotation such as `int | None` or list[str]."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _field_kind(typing.get_args(annotation)[0])
+    if origin is list:
+        return typing.get_args(annotation)[0], True
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return _field_kind(inner[0])
+    return annotation, False
+
+
+def add_settings_flags(parser: argparse.ArgumentParser) -> None:
+    for name, field in Settings.model_fields.items():
+        kind, is_list = _field_kind(field.annotation)
+        flag = "--" + name.replace("_", "-")
+        env = ENV_PREFIX + name.upper()
+        default = "none" if field.default is None else field.default
+        if field.default_factory is not None:
+            default = "none"
+        help_text = f"{field.description} [env {env}; default: {default}]"
+        kwargs: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": help_text}
+        if is_list:
+            parser.add_argument(flag, action="append", metavar="VALUE", **kwargs)
+        elif kind is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
+        else:
+            converter = kind if kind in (int, float, Path) else str
+            parser.add_argument(flag, type=converter, metavar=name.upper(), **kwargs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mlx-manager", description="Multi-model LLM inference server on Apple MLX."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser(
+        "serve",
+        help="Start the OpenAI-compatible server.",
+        description=(
+            "Start the server. Precedence: flags > environment (MLX_MANAGER_*) > config "
+            "file (--config, YAML/TOML/JSON with the same keys, underscores) > defaults."
+        ),
+    )
+    serve.add_argument(
+        "--config",
+        type=Path,
+        default=os.environ.get(ENV_PREFIX + "CONFIG"),
+        help=f"Config file (YAML, TOML or JSON). [env {ENV_PREFIX}CONFIG]",
+    )
+    add_settings_flags(serve)
+    convert = commands.add_parser(
+        "convert-gguf", help="Convert a llama-architecture GGUF file into an MLX model directory."
+    )
+    convert.add_argument("path", type=Path, help="The .gguf file.")
+    convert.add_argument("out", type=Path, help="Output directory (must not exist).")
+    convert.add_argument(
+        "--scale-dtype",
+        choices=["float32", "float16", "bfloat16"],
+        default=None,
+        help="dtype of quantization scales and norms (default: float32 on CPU, float16 on GPU).",
+    )
+    return parser
+
+
+def _maybe_reexec_with_openblas(argv: list[str]) -> None:
+    """MLX's Linux CPU wheel uses a slow reference BLAS unless OpenBLAS is preloaded at start."""
+    if (
+        sys.platform != "linux"
+        or os.environ.get(_REEXEC_MARK)
+        or "openblas" in os.environ.get("LD_PRELOAD", "")
+        or not _OPENBLAS.exists()
+    ):
+        return
+    env = dict(os.environ)
+    env["LD_PRELOAD"] = ":".join(p for p in (str(_OPENBLAS), env.get("LD_PRELOAD")) if p)
+    env[_REEXEC_MARK] = "1"
+    os.execve(sys.executable, [sys.executable, "-m", "mlx_manager.cli", *argv], env)
+
+
+def serve(args: argparse.Namespace) -> int:
+    flags = {k: v for k, v in vars(args).items() if k in Settings.model_fields}
+    try:
+        settings = load_settings(flags, args.config)
+    except (ValidationError, ValueError, OSError) as exc:
+        print(f"mlx-manager: invalid configuration: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    import uvicorn
+
+    from mlx_manager.api.app import create_app
+
+    failure: list[str] = []
+    server: uvicorn.Server | None = None
+
+    def on_fatal(message: str) -> None:
+        failure.append(message)
+        if server is not None:
+            server.should_exit = True
+
+    app = create_app(settings, on_fatal=on_fatal)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level)
+    )
+    server.run()
+    if failure:
+        print(f"mlx-manager: could not start: {failure[0]}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def convert_gguf_command(args: argparse.Namespace) -> int:
+    from mlx_manager.models.default_model import default_scale_dtype
+    from mlx_manager.models.gguf_convert import convert_gguf
+
+    def progress(done: int, total: int) -> None:
+        print(f"\rconverting: {done}/{total} tensors", end="", file=sys.stderr, flush=True)
+
+    try:
+        out = convert_gguf(
+            args.path,
+            args.out,
+            scale_dtype=args.scale_dtype or default_scale_dtype(),
+            progress=progress,
+        )
+    except (ValueError, OSError) as exc:
+        print(f"\nmlx-manager: {exc}", file=sys.stderr)
+        return 1
+    print(f"\nwrote {out}", file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    if args.command == "serve":
+        _maybe_reexec_with_openblas(argv)
+        return serve(args)
+    return convert_gguf_command(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,189 @@
+"""Typed, read-only settings: flags > env `MLX_MANAGER_*` > config file > defaults.
+
+pydantic-settings does the env and precedence work; the CLI builds its flags from the
+field metadata here, so a flag, its env var and its config-file key can never drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+ENV_PREFIX = "MLX_MANAGER_"
+
+
+class ServerConfig(BaseModel):
+    """What the HTTP layer needs."""
+
+    model_config = ConfigDict(frozen=True)
+
+    host: str
+    port: int
+    max_request_bytes: int
+    log_level: str
+
+
+class ModelsConfig(BaseModel):
+    """What model loading needs."""
+
+    model_config = ConfigDict(frozen=True)
+
+    models: tuple[str, ...]
+    cache_dir: Path | None
+    hub_timeout_s: float
+    context_length: int | None
+
+
+class EngineConfig(BaseModel):
+    """What the engine needs."""
+
+    model_config = ConfigDict(frozen=True)
+
+    default_max_tokens: int
+    max_waiting_requests: int
+    prefill_step_size: int
+
+
+class Settings(BaseSettings):
+    """All settings. Each field is a flag `--name-with-dashes`, an env var and a config key."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="forbid", frozen=True, validate_default=True
+    )
+
+    host: str = Field("127.0.0.1", description="Address to listen on.")
+    port: int = Field(8080, ge=1, le=65535, description="Port to listen on.")
+    model: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "Model to serve: [ALIAS=]PATH_OR_HF_ID, a local MLX model directory or a Hugging "
+            "Face id from the local HF cache. Repeatable (env/config: comma-separated or a "
+            "list). Default: the embedded SmolLM2-135M-Instruct."
+        ),
+    )
+    context_length: int | None = Field(
+        None, ge=16, description="Override the model's context length (tokens)."
+    )
+    default_max_tokens: int = Field(
+        4096,
+        ge=1,
+        description="Completion length cap when a request sets no max_tokens.",
+    )
+    max_request_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024, description="Largest request body accepted (bytes); 413 above."
+    )
+    max_waiting_requests: int = Field(
+        1024, ge=1, description="Requests queued beyond this are refused with 503."
+    )
+    prefill_step_size: int = Field(
+        2048, ge=16, description="Prompt tokens processed per forward pass during prefill."
+    )
+    cache_dir: Path | None = Field(
+        None,
+        description="Where converted models are cached. Default: the user cache directory.",
+    )
+    hub_timeout_s: float = Field(
+        10.0, gt=0, description="Seconds to wait for the Hugging Face hub before giving up."
+    )
+    log_level: str = Field("info", description="Log level: debug, info, warning, error.")
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _split_models(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_log_level(cls, value: str) -> str:
+        level = value.lower()
+        if level not in {"debug", "info", "warning", "error", "critical"}:
+            raise ValueError(f"unknown log level {value!r}")
+        return level
+
+    def server(self) -> ServerConfig:
+        return ServerConfig(
+            host=self.host,
+            port=self.port,
+            max_request_bytes=self.max_request_bytes,
+            log_level=self.log_level,
+        )
+
+    def models(self) -> ModelsConfig:
+        return ModelsConfig(
+            models=tuple(self.model),
+            cache_dir=self.cache_dir,
+            hub_timeout_s=self.hub_timeout_s,
+            context_length=self.context_length,
+        )
+
+    def engine(self) -> EngineConfig:
+        return EngineConfig(
+            default_max_tokens=self.default_max_tokens,
+            max_waiting_requests=self.max_waiting_requests,
+            prefill_step_size=self.prefill_step_size,
+        )
+
+
+class _FileSource(PydanticBaseSettingsSource):
+    """Values from a config file, below env vars in precedence."""
+
+    def __init__(self, settings_cls: type[BaseSettings], values: dict[str, Any]) -> None:
+        super().__init__(settings_cls)
+        self._values = values
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self._values.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._values)
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Parse a YAML, TOML or JSON config file into a dict with underscore keys."""
+    text = path.read_text(encoding="utf-8")
+    suffix = path.suffix.lower()
+    if suffix == ".toml":
+        data: Any = tomllib.loads(text)
+    elif suffix == ".json":
+        data = json.loads(text)
+    else:
+        data = yaml.safe_load(text) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"config file {path} must hold a mapping of settings")
+    return {str(key).replace("-", "_"): value for key, value in data.items()}
+
+
+def load_settings(flags: dict[str, Any], config_file: Path | None = None) -> Settings:
+    """Build Settings from explicit flag values, the environment and an optional file."""
+    file_values = read_config_file(config_file) if config_file else {}
+    unknown = sorted(set(file_values) - set(Settings.model_fields))
+    if unknown:
+        raise ValueError(f"unknown key(s) in config file {config_file}: {', '.join(unknown)}")
+
+    class _Layered(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return (init_settings, env_settings, _FileSource(settings_cls, file_values))
+
+    return _Layered(**flags)

@@ -1,0 +1,109 @@
+"""One closed error taxonomy. Each error knows its HTTP status and its shape in both dialects.
+
+Everything a route raises on purpose is an `ApiError`; anything else is a bug and is answered
+as a 500 `InternalError` without a stack trace (the trace goes to the log).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class ApiError(Exception):
+    status: ClassVar[int] = 500
+    openai_type: ClassVar[str] = "server_error"
+    anthropic_type: ClassVar[str] = "api_error"
+    default_code: ClassVar[str | None] = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code if code is not None else self.default_code
+        self.headers = headers or {}
+
+    def openai_body(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.openai_type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+    def anthropic_body(self) -> dict[str, Any]:
+        return {"type": "error", "error": {"type": self.anthropic_type, "message": self.message}}
+
+
+class InvalidRequest(ApiError):
+    status = 400
+    openai_type = "invalid_request_error"
+    anthropic_type = "invalid_request_error"
+
+
+class UnsupportedParameter(InvalidRequest):
+    default_code = "unsupported_parameter"
+
+
+class ContextLengthExceeded(InvalidRequest):
+    default_code = "context_length_exceeded"
+
+
+class AuthenticationFailed(ApiError):
+    status = 401
+    openai_type = "invalid_request_error"
+    anthropic_type = "authentication_error"
+    default_code = "invalid_api_key"
+
+
+class NotFound(ApiError):
+    status = 404
+    openai_type = "invalid_request_error"
+    anthropic_type = "not_found_error"
+    default_code = "not_found"
+
+
+class ModelNotFound(NotFound):
+    default_code = "model_not_found"
+
+
+class RequestTooLarge(ApiError):
+    status = 413
+    openai_type = "invalid_request_error"
+    anthropic_type = "request_too_large"
+    default_code = "request_too_large"
+
+
+class Overloaded(ApiError):
+    """The server cannot take the request now; the client should retry later."""
+
+    status = 503
+    openai_type = "server_error"
+    anthropic_type = "overloaded_error"
+    default_code = "overloaded"
+
+    def __init__(self, message: str, *, retry_after_s: int = 1, **kwargs: Any) -> None:
+        headers = {"Retry-After": str(retry_after_s), **kwargs.pop("headers", {})}
+        super().__init__(message, headers=headers, **kwargs)
+
+
+class ModelLoading(Overloaded):
+    default_code = "model_loading"
+
+
+class ModelLoadFailed(ApiError):
+    status = 500
+    default_code = "model_load_failed"
+
+
+class InternalError(ApiError):
+    status = 500
+    default_code = "internal_error"

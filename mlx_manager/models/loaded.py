@@ -1,0 +1,66 @@
+"""A text model in memory, with what serving it needs: tokenizer, chat family, limits."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mlx_lm
+
+from mlx_manager.models.default_model import DEFAULT_MODEL_NAME, ensure_embedded_model
+from mlx_manager.models.families import ChatFamily, detect_family
+from mlx_manager.models.sources import ModelSpec, resolve_model_dir
+
+FALLBACK_CONTEXT_LENGTH = 4096
+_CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length", "n_ctx")
+
+
+@dataclass(slots=True)
+class LoadedModel:
+    model_id: str
+    path: Path
+    model: Any
+    tokenizer: Any  # mlx_lm TokenizerWrapper
+    family: ChatFamily
+    context_length: int
+    stop_token_ids: frozenset[int]
+    created: int = field(default_factory=lambda: int(time.time()))
+
+
+def default_spec() -> ModelSpec:
+    return ModelSpec(DEFAULT_MODEL_NAME, "embedded")
+
+
+def resolve_spec_dir(spec: ModelSpec, cache_dir: Path | None, hub_timeout_s: float) -> Path:
+    if spec.is_embedded:
+        return ensure_embedded_model(cache_dir)
+    return resolve_model_dir(spec.source, hub_timeout_s)
+
+
+def context_length_of(config: dict[str, Any]) -> int:
+    for section in (config, config.get("text_config") or {}):
+        for key in _CONTEXT_KEYS:
+            value = section.get(key)
+            if isinstance(value, int) and value > 0:
+                return value
+    return FALLBACK_CONTEXT_LENGTH
+
+
+def load_text_model(spec: ModelSpec, path: Path, context_override: int | None) -> LoadedModel:
+    """Load weights and tokenizer with mlx-lm. Must run on the thread that owns MLX."""
+    config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    loaded = mlx_lm.load(str(path))
+    model, tokenizer = loaded[0], loaded[1]
+    family = detect_family(config, spec.model_id)
+    return LoadedModel(
+        model_id=spec.model_id,
+        path=path,
+        model=model,
+        tokenizer=tokenizer,
+        family=family,
+        context_length=context_override or context_length_of(config),
+        stop_token_ids=family.stop_token_ids(tokenizer),
+    )

@@ -1,0 +1,300 @@
+"""Pure converters between OpenAI wire JSON and internal types (no I/O, no engine)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mlx_manager.errors import InvalidRequest, UnsupportedParameter
+from mlx_manager.protocols.openai_schemas import (
+    ChatCompletionRequest,
+    ChatMessageIn,
+    CompletionRequest,
+    TextPart,
+    _SamplingFields,
+)
+from mlx_manager.types import (
+    ChatMessage,
+    FinishReason,
+    GenerateRequest,
+    SamplingParams,
+    TokenLogprob,
+    Usage,
+)
+
+_SEED_MODULUS = 2**63
+
+
+# --- requests ----------------------------------------------------------------------------
+
+
+def chat_request_to_internal(body: ChatCompletionRequest, request_id: str) -> GenerateRequest:
+    _reject_unsupported_chat_fields(body)
+    if body.top_logprobs and not body.logprobs:
+        raise InvalidRequest("top_logprobs requires logprobs to be true", param="top_logprobs")
+    max_tokens = body.max_completion_tokens or body.max_tokens
+    sampling = _sampling(body, max_tokens, bool(body.logprobs), body.top_logprobs or 0)
+    messages = tuple(_message(m, i) for i, m in enumerate(body.messages))
+    return GenerateRequest(request_id, body.model, sampling, messages=messages)
+
+
+def completion_request_to_internal(body: CompletionRequest, request_id: str) -> GenerateRequest:
+    if body.suffix:
+        raise UnsupportedParameter("suffix is not supported", param="suffix")
+    if body.best_of not in (None, 1):
+        raise UnsupportedParameter("best_of > 1 is not supported", param="best_of")
+    logprobs = body.logprobs is not None
+    sampling = _sampling(body, body.max_tokens, logprobs, body.logprobs or 0)
+    prompt = body.prompt
+    if isinstance(prompt, list) and prompt and isinstance(prompt[0], list | str):
+        if len(prompt) != 1:
+            raise UnsupportedParameter(
+                "only one prompt per request is supported; send several requests",
+                param="prompt",
+            )
+        prompt = prompt[0]  # type: ignore[assignment]
+    if isinstance(prompt, str):
+        return GenerateRequest(
+            request_id, body.model, sampling, prompt_text=prompt, echo=bool(body.echo)
+        )
+    if not prompt:
+        raise InvalidRequest("prompt must not be empty", param="prompt")
+    tokens = tuple(int(t) for t in prompt)  # type: ignore[arg-type]
+    return GenerateRequest(
+        request_id, body.model, sampling, prompt_tokens=tokens, echo=bool(body.echo)
+    )
+
+
+def _reject_unsupported_chat_fields(body: ChatCompletionRequest) -> None:
+    if body.tools:
+        raise UnsupportedParameter("tools are not supported by this server yet", param="tools")
+    if body.tool_choice not in (None, "none", "auto"):
+        raise UnsupportedParameter("tool_choice requires tools", param="tool_choice")
+    if body.response_format is not None and body.response_format.type != "text":
+        raise UnsupportedParameter(
+            f"response_format type {body.response_format.type!r} is not supported yet",
+            param="response_format",
+        )
+
+
+def _sampling(
+    body: _SamplingFields, max_tokens: int | None, logprobs: bool, top_logprobs: int
+) -> SamplingParams:
+    if body.n not in (None, 1):
+        raise UnsupportedParameter("n > 1 is not supported; send several requests", param="n")
+    return SamplingParams(
+        max_tokens=max_tokens,
+        temperature=1.0 if body.temperature is None else body.temperature,
+        top_p=1.0 if body.top_p is None else body.top_p,
+        top_k=max(body.top_k or 0, 0),
+        min_p=body.min_p or 0.0,
+        seed=None if body.seed is None else body.seed % _SEED_MODULUS,
+        stop=_stops(body.stop),
+        presence_penalty=body.presence_penalty or 0.0,
+        frequency_penalty=body.frequency_penalty or 0.0,
+        repetition_penalty=body.repetition_penalty or 1.0,
+        logit_bias=_logit_bias(body.logit_bias),
+        logprobs=logprobs,
+        top_logprobs=top_logprobs,
+    )
+
+
+def _stops(stop: str | list[str] | None) -> tuple[str, ...]:
+    stops = [stop] if isinstance(stop, str) else list(stop or [])
+    if any(s == "" for s in stops):
+        raise InvalidRequest("stop sequences must not be empty strings", param="stop")
+    return tuple(stops)
+
+
+def _logit_bias(bias: dict[str, float] | None) -> tuple[tuple[int, float], ...]:
+    pairs = []
+    for key, value in (bias or {}).items():
+        if not key.lstrip("-").isdigit() or int(key) < 0:
+            raise InvalidRequest(f"logit_bias key {key!r} is not a token id", param="logit_bias")
+        if not -100.0 <= value <= 100.0:
+            raise InvalidRequest("logit_bias values must be in [-100, 100]", param="logit_bias")
+        pairs.append((int(key), float(value)))
+    return tuple(pairs)
+
+
+def _message(message: ChatMessageIn, index: int) -> ChatMessage:
+    where = f"messages[{index}]"
+    if message.role in ("tool", "function") or message.tool_calls or message.function_call:
+        raise UnsupportedParameter(
+            "tool messages are not supported by this server yet", param=where
+        )
+    content = message.content
+    if content is None:
+        if message.role != "assistant":
+            raise InvalidRequest(
+                f"{where}.content is required for role {message.role!r}", param=f"{where}.content"
+            )
+        return ChatMessage(message.role, "")
+    if isinstance(content, str):
+        return ChatMessage(message.role, content)
+    texts = []
+    for part in content:
+        if not isinstance(part, TextPart):
+            raise InvalidRequest(
+                f"{where}.content has a {part.type!r} part; this model accepts text only",
+                param=f"{where}.content",
+            )
+        texts.append(part.text)
+    return ChatMessage(message.role, "\n".join(texts))
+
+
+# --- responses ---------------------------------------------------------------------------
+
+
+def finish_reason_value(reason: FinishReason | None) -> str | None:
+    if reason is None:
+        return None
+    return "length" if reason is FinishReason.LENGTH else "stop"
+
+
+def usage_dict(usage: Usage) -> dict[str, Any]:
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+        "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
+    }
+
+
+def _token_entry(token: str, logprob: float) -> dict[str, Any]:
+    return {"token": token, "logprob": logprob, "bytes": list(token.encode("utf-8"))}
+
+
+def chat_logprobs(entries: list[TokenLogprob]) -> dict[str, Any]:
+    return {
+        "content": [
+            {
+                **_token_entry(e.token, e.logprob),
+                "top_logprobs": [_token_entry(t, lp) for t, _, lp in e.top],
+            }
+            for e in entries
+        ],
+        "refusal": None,
+    }
+
+
+def completion_logprobs(entries: list[TokenLogprob], text_offset: int) -> dict[str, Any]:
+    offsets = []
+    for entry in entries:
+        offsets.append(text_offset)
+        text_offset += len(entry.token)
+    return {
+        "tokens": [e.token for e in entries],
+        "token_logprobs": [e.logprob for e in entries],
+        "top_logprobs": [{t: lp for t, _, lp in e.top} for e in entries],
+        "text_offset": offsets,
+    }
+
+
+def chat_completion(
+    completion_id: str,
+    model: str,
+    created: int,
+    text: str,
+    reason: FinishReason | None,
+    usage: Usage,
+    logprobs: list[TokenLogprob] | None,
+) -> dict[str, Any]:
+    return {
+        "id": completion_id,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text, "refusal": None},
+                "logprobs": chat_logprobs(logprobs) if logprobs is not None else None,
+                "finish_reason": finish_reason_value(reason),
+            }
+        ],
+        "usage": usage_dict(usage),
+        "system_fingerprint": None,
+    }
+
+
+def chat_chunk(
+    completion_id: str,
+    model: str,
+    created: int,
+    delta: dict[str, Any],
+    reason: FinishReason | None = None,
+    logprobs: list[TokenLogprob] | None = None,
+    with_usage_field: bool = False,
+) -> dict[str, Any]:
+    chunk: dict[str, Any] = {
+        "id": completion_id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "delta": delta,
+                "logprobs": chat_logprobs(logprobs) if logprobs is not None else None,
+                "finish_reason": finish_reason_value(reason),
+            }
+        ],
+        "system_fingerprint": None,
+    }
+    if with_usage_field:
+        chunk["usage"] = None
+    return chunk
+
+
+def chat_usage_chunk(completion_id: str, model: str, created: int, usage: Usage) -> dict[str, Any]:
+    return {
+        "id": completion_id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": [],
+        "usage": usage_dict(usage),
+        "system_fingerprint": None,
+    }
+
+
+def text_completion(
+    completion_id: str,
+    model: str,
+    created: int,
+    text: str,
+    reason: FinishReason | None,
+    usage: Usage | None,
+    logprobs: dict[str, Any] | None,
+    object_usage: bool = True,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": completion_id,
+        "object": "text_completion",
+        "created": created,
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "text": text,
+                "logprobs": logprobs,
+                "finish_reason": finish_reason_value(reason),
+            }
+        ],
+        "system_fingerprint": None,
+    }
+    if object_usage:
+        body["usage"] = usage_dict(usage) if usage is not None else None
+    return body
+
+
+def model_card(model_id: str, created: int, context_length: int, **extra: Any) -> dict[str, Any]:
+    return {
+        "id": model_id,
+        "object": "model",
+        "created": created,
+        "owned_by": "mlx-manager",
+        "context_length": context_length,
+        "max_model_len": context_length,
+        **extra,
+    }

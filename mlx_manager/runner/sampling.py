@@ -1,0 +1,36 @@
+"""SamplingParams -> mlx-lm sampler and logits processors (mlx-lm does the maths)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import mlx.core as mx
+from mlx_lm.sample_utils import make_logits_processors, make_sampler
+
+from mlx_manager.types import SamplingParams
+
+Sampler = Callable[[mx.array], mx.array]
+LogitsProcessor = Callable[[mx.array, mx.array], mx.array]
+
+# OpenAI's penalties look at the whole completion; mlx-lm's default window is 20 tokens.
+PENALTY_WINDOW = 4096
+
+
+def build_sampler(params: SamplingParams) -> Sampler:
+    return make_sampler(
+        temp=params.temperature,
+        top_p=params.top_p if params.top_p < 1.0 else 0.0,
+        min_p=params.min_p,
+        top_k=params.top_k,
+    )
+
+
+def build_logits_processors(params: SamplingParams) -> list[LogitsProcessor]:
+    return make_logits_processors(
+        logit_bias=dict(params.logit_bias) or None,
+        repetition_penalty=params.repetition_penalty if params.repetition_penalty != 1.0 else None,
+        presence_penalty=params.presence_penalty or None,
+        presence_context_size=PENALTY_WINDOW,
+        frequency_penalty=params.frequency_penalty or None,
+        frequency_context_size=PENALTY_WINDOW,
+    )

@@ -1,0 +1,106 @@
+"""Internal request and event types shared by the protocol layer and the engine.
+
+Plain dataclasses: the wire schemas (pydantic) live in `protocols/`, and converters map
+between the two, so the engine never sees a protocol's JSON.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class FinishReason(enum.StrEnum):
+    STOP = "stop"
+    LENGTH = "length"
+    ABORT = "abort"
+    ERROR = "error"
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingParams:
+    """How to pick tokens. Defaults are the OpenAI API's."""
+
+    max_tokens: int | None = None
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    min_p: float = 0.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    logit_bias: tuple[tuple[int, float], ...] = ()
+    logprobs: bool = False
+    top_logprobs: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    role: str
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class GenerateRequest:
+    """One generation: a prompt given as chat messages or as raw text/token ids."""
+
+    request_id: str
+    model: str
+    sampling: SamplingParams
+    messages: tuple[ChatMessage, ...] | None = None
+    prompt_text: str | None = None
+    prompt_tokens: tuple[int, ...] | None = None
+    echo: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    token: str
+    token_id: int
+    logprob: float
+    top: tuple[tuple[str, int, float], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationEvent:
+    """A piece of output for one request: new text, and on the last event why it ended.
+
+    `logprobs` holds one entry per token that produced this text (tokens whose text is held
+    back, e.g. a possible stop-sequence prefix, report with the text that releases them).
+    """
+
+    request_id: str
+    text: str = ""
+    token_ids: tuple[int, ...] = ()
+    logprobs: tuple[TokenLogprob, ...] = ()
+    finish_reason: FinishReason | None = None
+    usage: Usage | None = None
+    error: Exception | None = field(default=None, compare=False)
+
+    @property
+    def finished(self) -> bool:
+        return self.finish_reason is not None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """What the API shows about a served model."""
+
+    model_id: str
+    created: int
+    context_length: int
+    family: str
+    path: str

@@ -1,0 +1,39 @@
+"""Shared fixtures: the embedded model and a live server on loopback."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import openai
+import pytest
+
+from mlx_manager.models.default_model import DEFAULT_MODEL_NAME, ensure_embedded_model
+from tests.fixtures.server import ServerProcess
+
+MODEL = DEFAULT_MODEL_NAME
+# Small enough that a test can exceed it cheaply.
+TEST_BODY_LIMIT = 200_000
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    return ensure_embedded_model()
+
+
+@pytest.fixture(scope="session")
+def server(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    process = ServerProcess(
+        "--max-request-bytes", str(TEST_BODY_LIMIT), log_dir=tmp_path_factory.mktemp("server")
+    )
+    try:
+        yield process.wait_ready()
+    finally:
+        process.stop()
+
+
+@pytest.fixture(scope="session")
+def client(server: ServerProcess) -> openai.OpenAI:
+    return openai.OpenAI(
+        base_url=f"{server.base_url}/v1", api_key="unused", max_retries=0, timeout=120
+    )
