@@ -44,6 +44,7 @@ class ModelsConfig(BaseModel):
     cache_dir: Path | None
     hub_timeout_s: float
     context_length: int | None
+    cpu_float32_max_gb: float
 
 
 class EngineConfig(BaseModel):
@@ -90,6 +91,14 @@ class Settings(BaseSettings):
     prefill_step_size: int = Field(
         2048, ge=16, description="Prompt tokens processed per forward pass during prefill."
     )
+    cpu_float32_max_gb: float = Field(
+        2.0,
+        ge=0,
+        description=(
+            "On MLX's CPU backend, models whose float32 weights fit in this many GB are "
+            "dequantized and upcast to float32 at load (much faster there); 0 disables."
+        ),
+    )
     cache_dir: Path | None = Field(
         None,
         description="Where converted models are cached. Default: the user cache directory.",
@@ -128,6 +137,7 @@ class Settings(BaseSettings):
             cache_dir=self.cache_dir,
             hub_timeout_s=self.hub_timeout_s,
             context_length=self.context_length,
+            cpu_float32_max_gb=self.cpu_float32_max_gb,
         )
 
     def engine(self) -> EngineConfig:

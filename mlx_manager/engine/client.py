@@ -94,7 +94,7 @@ class EngineClient:
 
         def load(core: EngineCore) -> LoadedModel:
             path = resolve_spec_dir(spec, config.cache_dir, config.hub_timeout_s)
-            model = load_text_model(spec, path, config.context_length)
+            model = load_text_model(spec, path, config.context_length, config.cpu_float32_max_gb)
             core.models[model.model_id] = model
             return model
 

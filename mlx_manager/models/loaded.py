@@ -10,6 +10,7 @@ from typing import Any
 
 import mlx_lm
 
+from mlx_manager.models.cpu_precision import densify_for_cpu
 from mlx_manager.models.default_model import DEFAULT_MODEL_NAME, ensure_embedded_model
 from mlx_manager.models.families import ChatFamily, detect_family
 from mlx_manager.models.sources import ModelSpec, resolve_model_dir
@@ -49,11 +50,14 @@ def context_length_of(config: dict[str, Any]) -> int:
     return FALLBACK_CONTEXT_LENGTH
 
 
-def load_text_model(spec: ModelSpec, path: Path, context_override: int | None) -> LoadedModel:
+def load_text_model(
+    spec: ModelSpec, path: Path, context_override: int | None, cpu_float32_max_gb: float
+) -> LoadedModel:
     """Load weights and tokenizer with mlx-lm. Must run on the thread that owns MLX."""
     config = json.loads((path / "config.json").read_text(encoding="utf-8"))
     loaded = mlx_lm.load(str(path))
     model, tokenizer = loaded[0], loaded[1]
+    densify_for_cpu(model, cpu_float32_max_gb)
     family = detect_family(config, spec.model_id)
     return LoadedModel(
         model_id=spec.model_id,
