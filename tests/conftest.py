@@ -10,6 +10,9 @@ import pytest
 
 from mlx_manager.models.default_model import DEFAULT_MODEL_NAME, ensure_embedded_model
 from tests.fixtures.server import ServerProcess
+from tests.fixtures.tiny_models import tiny_model_dirs
+
+__all__ = ["tiny_model_dirs"]  # a session fixture shared by every test package
 
 MODEL = DEFAULT_MODEL_NAME
 # Small enough that a test can exceed it cheaply.

@@ -1,0 +1,27 @@
+"""/health while models load: 503 with Retry-After (no model needed)."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+
+from mlx_manager.api.app import create_app
+from mlx_manager.config import load_settings
+from mlx_manager.engine.client import EngineState
+
+
+class _LoadingEngine:
+    state = EngineState.LOADING
+    load_error = None
+
+    def model_infos(self) -> list[object]:
+        return []
+
+
+def test_health_is_503_while_loading() -> None:
+    app = create_app(load_settings({}))
+    app.state.engine = _LoadingEngine()
+    client = TestClient(app)  # no lifespan: nothing loads
+    reply = client.get("/health")
+    assert reply.status_code == 503
+    assert reply.json()["status"] == "loading"
+    assert reply.headers["retry-after"]
