@@ -6,6 +6,7 @@ ARGS ?=
 UNAME := $(shell uname -s)
 OPENBLAS := /usr/lib/x86_64-linux-gnu/libopenblas.so.0
 # MLX's Linux CPU wheel links a slow reference BLAS; preloading OpenBLAS makes fp32 matmul ~10x faster.
+LINT_PATHS := mlx_manager tests $(wildcard benchmarks)
 PRELOAD := $(if $(wildcard $(OPENBLAS)),LD_PRELOAD=$(OPENBLAS),)
 
 .PHONY: serve test lint bootstrap clean
@@ -29,13 +30,13 @@ serve: bootstrap
 	$(PRELOAD) $(VENV)/bin/mlx-manager serve $(ARGS)
 
 test: bootstrap
-	$(VENV)/bin/ruff check mlx_manager tests benchmarks
+	$(VENV)/bin/ruff check $(LINT_PATHS)
 	$(VENV)/bin/mypy
 	$(PRELOAD) $(PY) -m pytest $(ARGS)
 
 lint: bootstrap
-	$(VENV)/bin/ruff check mlx_manager tests benchmarks
-	$(VENV)/bin/ruff format --check mlx_manager tests benchmarks
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
 	$(VENV)/bin/mypy
 
 clean:
