@@ -55,6 +55,12 @@ class EngineConfig(BaseModel):
     default_max_tokens: int
     max_waiting_requests: int
     prefill_step_size: int
+    paged: bool
+    kv_cache_gb: float
+    block_size: int
+    max_num_seqs: int
+    max_num_batched_tokens: int
+    priority_aging_s: float
 
 
 class Settings(BaseSettings):
@@ -89,7 +95,27 @@ class Settings(BaseSettings):
         1024, ge=1, description="Requests queued beyond this are refused with 503."
     )
     prefill_step_size: int = Field(
-        2048, ge=16, description="Prompt tokens processed per forward pass during prefill."
+        2048, ge=16, description="Most prompt tokens of one sequence computed in one step."
+    )
+    paged: bool = Field(
+        True,
+        description=(
+            "Continuous batching on the paged KV cache (models with plain KV caches); "
+            "--no-paged runs every model one sequence at a time."
+        ),
+    )
+    kv_cache_gb: float = Field(
+        2.0, gt=0, description="KV cache pool per model, in GB, preallocated at load."
+    )
+    block_size: int = Field(32, ge=1, le=1024, description="Tokens per KV cache block.")
+    max_num_seqs: int = Field(256, ge=1, description="Most sequences in one running batch.")
+    max_num_batched_tokens: int = Field(
+        8192, ge=1, description="Token budget of one engine step (decodes + prefill chunks)."
+    )
+    priority_aging_s: float = Field(
+        5.0,
+        gt=0,
+        description="A waiting request gains one priority level per this many seconds.",
     )
     cpu_float32_max_gb: float = Field(
         2.0,
@@ -145,6 +171,12 @@ class Settings(BaseSettings):
             default_max_tokens=self.default_max_tokens,
             max_waiting_requests=self.max_waiting_requests,
             prefill_step_size=self.prefill_step_size,
+            paged=self.paged,
+            kv_cache_gb=self.kv_cache_gb,
+            block_size=self.block_size,
+            max_num_seqs=self.max_num_seqs,
+            max_num_batched_tokens=self.max_num_batched_tokens,
+            priority_aging_s=self.priority_aging_s,
         )
 
 

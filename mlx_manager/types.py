@@ -53,6 +53,7 @@ class GenerateRequest:
     prompt_text: str | None = None
     prompt_tokens: tuple[int, ...] | None = None
     echo: bool = False
+    priority: int = 0  # lower runs first (vLLM's convention)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ from sse_starlette.sse import EventSourceResponse
 from starlette.requests import Request
 
 from mlx_manager.engine.client import RequestStream
-from mlx_manager.errors import InternalError
+from mlx_manager.errors import ApiError, InternalError
 from mlx_manager.types import GenerationEvent
 
 PING_SECONDS = 15
@@ -56,5 +56,7 @@ async def collect(request: Request, stream: RequestStream) -> list[GenerationEve
 
 
 def raise_if_failed(event: GenerationEvent) -> None:
+    if isinstance(event.error, ApiError):
+        raise event.error
     if event.error is not None:
         raise InternalError(f"generation failed: {type(event.error).__name__}")

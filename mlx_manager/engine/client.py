@@ -95,7 +95,7 @@ class EngineClient:
         def load(core: EngineCore) -> LoadedModel:
             path = resolve_spec_dir(spec, config.cache_dir, config.hub_timeout_s)
             model = load_text_model(spec, path, config.context_length, config.cpu_float32_max_gb)
-            core.models[model.model_id] = model
+            core.add_model(model)
             return model
 
         return load
@@ -134,7 +134,12 @@ class EngineClient:
             self._engine_config.default_max_tokens,
         )
         engine_request = EngineRequest(
-            request.request_id, model.model_id, tuple(prompt_ids), request.sampling, max_tokens
+            request.request_id,
+            model.model_id,
+            tuple(prompt_ids),
+            request.sampling,
+            max_tokens,
+            request.priority,
         )
         stream = RequestStream(engine_request, self._thread)
         self._thread.submit(engine_request, stream._sink)

@@ -1,8 +1,8 @@
-"""The engine core: owns the models and requests, advances generation one token per step.
+"""The engine core: one engine per served model, stepped in turn on the engine thread.
 
-This first core runs one sequence at a time in arrival order (FIFO) with mlx-lm's
-`generate_step`; new requests and aborts are taken between tokens. The continuous-batching
-core replaces it behind the same methods (add_request, abort, step, snapshot).
+Models whose layers all use mlx-lm's plain KVCache run on the paged, continuous-batching
+engine; anything else (sliding-window, SSM or hybrid caches) runs on the single-sequence
+engine. The core routes requests and aborts, emits events, and publishes a snapshot.
 """
 
 from __future__ import annotations
@@ -12,17 +12,33 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from mlx_manager.config import EngineConfig
-from mlx_manager.engine.output import OutputBuilder
+from mlx_manager.engine.paged_engine import PagedModelEngine
 from mlx_manager.engine.request import EngineRequest
+from mlx_manager.engine.serial_engine import SerialModelEngine
+from mlx_manager.errors import ApiError, InternalError
+from mlx_manager.kv.paged_storage import probe_kv_layout
 from mlx_manager.models.loaded import LoadedModel
-from mlx_manager.runner.generation import SequenceRunner
 from mlx_manager.types import FinishReason, GenerationEvent
 
 log = logging.getLogger(__name__)
 
 EventSink = Callable[[GenerationEvent], None]
+
+
+class ModelEngine(Protocol):
+    @property
+    def running(self) -> int: ...
+    @property
+    def waiting(self) -> int: ...
+    @property
+    def generated_tokens(self) -> int: ...
+    def has_work(self) -> bool: ...
+    def add(self, request: EngineRequest) -> None: ...
+    def abort(self, request_id: str) -> GenerationEvent | None: ...
+    def step(self) -> list[GenerationEvent]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,13 +49,12 @@ class EngineSnapshot:
     aborted_requests: int
     generated_tokens: int
     tokens_per_second: float
-
-
-@dataclass(slots=True)
-class _Active:
-    request: EngineRequest
-    runner: SequenceRunner
-    output: OutputBuilder
+    kv_block_size: int
+    kv_blocks_total: int
+    kv_blocks_used: int
+    kv_blocks_free: int
+    kv_bytes_used: int
+    prefix_hit_rate: float
 
 
 class EngineCore:
@@ -47,111 +62,88 @@ class EngineCore:
         self._config = config
         self._emit = emit
         self.models: dict[str, LoadedModel] = {}
-        self._waiting: deque[EngineRequest] = deque()
-        self._active: _Active | None = None
+        self._engines: dict[str, ModelEngine] = {}
         self._finished = 0
         self._aborted = 0
         self._generated = 0
-        self._recent: deque[tuple[float, int]] = deque(maxlen=256)
+        self._recent: deque[tuple[float, int]] = deque(maxlen=512)
+
+    def add_model(self, model: LoadedModel) -> None:
+        layout = probe_kv_layout(model.model) if self._config.paged else None
+        engine: ModelEngine
+        if layout is None:
+            log.info("model %s runs on the single-sequence engine", model.model_id)
+            engine = SerialModelEngine(model, self._config.prefill_step_size)
+        else:
+            engine = PagedModelEngine(model, layout, self._config)
+            log.info("model %s: paged KV cache, %s", model.model_id, engine.describe())
+        self.models[model.model_id] = model
+        self._engines[model.model_id] = engine
 
     def has_work(self) -> bool:
-        return self._active is not None or bool(self._waiting)
+        return any(engine.has_work() for engine in self._engines.values())
 
     def add_request(self, request: EngineRequest) -> None:
-        self._waiting.append(request)
+        engine = self._engines.get(request.model_id)
+        if engine is None:
+            self._fail(request.request_id, InternalError("the model is not loaded"))
+            return
+        try:
+            engine.add(request)
+        except ApiError as exc:
+            self._fail(request.request_id, exc)
 
     def abort(self, request_id: str) -> None:
-        if self._active is not None and self._active.request.request_id == request_id:
-            self._end_active(self._active.output.finish(FinishReason.ABORT))
-            self._aborted += 1
-            return
-        for request in self._waiting:
-            if request.request_id == request_id:
-                self._waiting.remove(request)
+        for engine in self._engines.values():
+            event = engine.abort(request_id)
+            if event is not None:
                 self._aborted += 1
-                self._emit(GenerationEvent(request_id, finish_reason=FinishReason.ABORT))
+                self._emit(event)
                 return
 
     def step(self) -> None:
-        """Advance the active request by one token, starting the next one if idle."""
-        if self._active is None and not self._start_next():
-            return
-        assert self._active is not None
-        active = self._active
-        try:
-            step = active.runner.next()
-        except Exception as exc:  # a failing forward pass ends this request, not the engine
-            log.exception("generation failed for %s", active.request.request_id)
-            failed = active.output.finish(FinishReason.ERROR)
-            self._end_active(
-                GenerationEvent(
-                    failed.request_id,
-                    finish_reason=FinishReason.ERROR,
-                    usage=failed.usage,
-                    error=exc,
-                )
-            )
-            return
-        if step is None:
-            self._end_active(active.output.finish(FinishReason.LENGTH))
-            return
-        self._generated += 1
-        self._recent.append((time.monotonic(), 1))
-        produced = active.output.add(step)
-        if produced is None:
-            return
-        if produced.finished:
-            self._end_active(produced)
-        else:
-            self._emit(produced)
+        for engine in self._engines.values():
+            if engine.has_work():
+                before = engine.generated_tokens
+                events = engine.step()
+                self._count_tokens(engine.generated_tokens - before)
+                for event in events:
+                    if event.finished and event.finish_reason is not FinishReason.ABORT:
+                        self._finished += 1
+                    self._emit(event)
 
     def snapshot(self) -> EngineSnapshot:
+        paged = [e for e in self._engines.values() if isinstance(e, PagedModelEngine)]
         return EngineSnapshot(
-            running=int(self._active is not None),
-            waiting=len(self._waiting),
+            running=sum(e.running for e in self._engines.values()),
+            waiting=sum(e.waiting for e in self._engines.values()),
             finished_requests=self._finished,
             aborted_requests=self._aborted,
             generated_tokens=self._generated,
             tokens_per_second=self._recent_rate(),
+            kv_block_size=self._config.block_size,
+            kv_blocks_total=sum(e.kv.num_blocks - 1 for e in paged),
+            kv_blocks_used=sum(e.blocks_used for e in paged),
+            kv_blocks_free=sum(e.kv.num_free_blocks() for e in paged),
+            kv_bytes_used=sum(e.blocks_used * e.storage.block_bytes for e in paged),
+            prefix_hit_rate=_mean([e.kv.prefix_hit_rate() for e in paged]),
         )
 
-    def _start_next(self) -> bool:
-        while self._waiting:
-            request = self._waiting.popleft()
-            model = self.models.get(request.model_id)
-            if model is None:
-                self._emit(
-                    GenerationEvent(
-                        request.request_id,
-                        finish_reason=FinishReason.ERROR,
-                        error=RuntimeError("model was unloaded"),
-                    )
-                )
-                continue
-            runner = SequenceRunner(
-                model.model,
-                list(request.prompt_ids),
-                request.sampling,
-                request.max_tokens,
-                self._config.prefill_step_size,
-            )
-            output = OutputBuilder(request, model.tokenizer, model.stop_token_ids)
-            self._active = _Active(request, runner, output)
-            return True
-        return False
+    def _count_tokens(self, count: int) -> None:
+        if count:
+            self._generated += count
+            self._recent.append((time.monotonic(), count))
 
-    def _end_active(self, event: GenerationEvent) -> None:
-        if self._active is not None:
-            self._active.runner.close()
-        self._active = None
-        if event.finish_reason is not FinishReason.ABORT:
-            self._finished += 1
-        self._emit(event)
+    def _fail(self, request_id: str, error: Exception) -> None:
+        self._emit(GenerationEvent(request_id, finish_reason=FinishReason.ERROR, error=error))
 
     def _recent_rate(self, window_s: float = 10.0) -> float:
         now = time.monotonic()
-        tokens = sum(n for t, n in self._recent if now - t <= window_s)
-        if not tokens:
+        recent = [(t, n) for t, n in self._recent if now - t <= window_s]
+        if not recent:
             return 0.0
-        oldest = min(t for t, _ in self._recent if now - t <= window_s)
-        return tokens / max(now - oldest, 1e-3)
+        return sum(n for _, n in recent) / max(now - recent[0][0], 1e-3)
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else 0.0

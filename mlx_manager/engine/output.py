@@ -25,6 +25,7 @@ class OutputBuilder:
         self._pending_logprobs: list[TokenLogprob] = []
         self._pending_ids: list[int] = []
         self.completion_tokens = 0
+        self.cached_tokens = 0  # prompt tokens the prefix cache served (set by the engine)
 
     def add(self, step: StepOutput) -> GenerationEvent | None:
         """Account one token; return an event when there is text to show or the end is reached."""
@@ -66,7 +67,7 @@ class OutputBuilder:
         return event
 
     def _usage(self) -> Usage:
-        return Usage(len(self._request.prompt_ids), self.completion_tokens)
+        return Usage(len(self._request.prompt_ids), self.completion_tokens, self.cached_tokens)
 
     def _logprob_entry(self, step: StepOutput) -> TokenLogprob:
         decode = self._tokenizer.decode

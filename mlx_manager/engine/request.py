@@ -14,3 +14,4 @@ class EngineRequest:
     prompt_ids: tuple[int, ...]
     sampling: SamplingParams
     max_tokens: int
+    priority: int = 0  # lower runs first

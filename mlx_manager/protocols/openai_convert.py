@@ -22,6 +22,7 @@ from mlx_manager.types import (
 )
 
 _SEED_MODULUS = 2**63
+_PRIORITY_LEVELS = {"high": -1, "normal": 0, "low": 1}
 
 
 # --- requests ----------------------------------------------------------------------------
@@ -34,7 +35,9 @@ def chat_request_to_internal(body: ChatCompletionRequest, request_id: str) -> Ge
     max_tokens = body.max_completion_tokens or body.max_tokens
     sampling = _sampling(body, max_tokens, bool(body.logprobs), body.top_logprobs or 0)
     messages = tuple(_message(m, i) for i, m in enumerate(body.messages))
-    return GenerateRequest(request_id, body.model, sampling, messages=messages)
+    return GenerateRequest(
+        request_id, body.model, sampling, messages=messages, priority=priority_value(body.priority)
+    )
 
 
 def completion_request_to_internal(body: CompletionRequest, request_id: str) -> GenerateRequest:
@@ -54,14 +57,32 @@ def completion_request_to_internal(body: CompletionRequest, request_id: str) -> 
         prompt = prompt[0]  # type: ignore[assignment]
     if isinstance(prompt, str):
         return GenerateRequest(
-            request_id, body.model, sampling, prompt_text=prompt, echo=bool(body.echo)
+            request_id,
+            body.model,
+            sampling,
+            prompt_text=prompt,
+            echo=bool(body.echo),
+            priority=priority_value(body.priority),
         )
     if not prompt:
         raise InvalidRequest("prompt must not be empty", param="prompt")
     tokens = tuple(int(t) for t in prompt)  # type: ignore[arg-type]
     return GenerateRequest(
-        request_id, body.model, sampling, prompt_tokens=tokens, echo=bool(body.echo)
+        request_id,
+        body.model,
+        sampling,
+        prompt_tokens=tokens,
+        echo=bool(body.echo),
+        priority=priority_value(body.priority),
     )
+
+
+def priority_value(priority: int | str | None) -> int:
+    if priority is None:
+        return 0
+    if isinstance(priority, str):
+        return _PRIORITY_LEVELS[priority]
+    return priority
 
 
 def _reject_unsupported_chat_fields(body: ChatCompletionRequest) -> None:

@@ -77,6 +77,8 @@ class _SamplingFields(_Strict):
     user: str | None = None
     metadata: dict[str, str] | None = None
     store: bool | None = None
+    # vLLM's convention: lower runs first; named levels map to -1 / 0 / 1.
+    priority: int | Literal["high", "normal", "low"] | None = None
 
 
 class ChatCompletionRequest(_SamplingFields):

@@ -1,0 +1,147 @@
+"""Continuous batching on a paged KV cache for one model.
+
+Each step: the scheduler picks who runs and how many tokens (decodes, prefill chunks,
+preemptions, copy-on-write), the batch runner does the forward passes and sampling on the
+paged storage, the scheduler books the progress, and each request's output builder turns
+its new token into text events (stop tokens and strings, logprobs, usage).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+
+from mlx_manager.config import EngineConfig
+from mlx_manager.engine.output import OutputBuilder
+from mlx_manager.engine.request import EngineRequest
+from mlx_manager.engine.scheduler import Scheduler, SchedulerConfig, SchedulerOutput
+from mlx_manager.engine.sequence import Sequence
+from mlx_manager.errors import InvalidRequest
+from mlx_manager.kv.manager import KVCacheManager
+from mlx_manager.kv.paged_storage import KVLayout, PagedKVStorage
+from mlx_manager.models.loaded import LoadedModel
+from mlx_manager.runner.batch_runner import BatchRunner
+from mlx_manager.runner.request_sampler import RequestSampler
+from mlx_manager.types import FinishReason, GenerationEvent
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _RequestState:
+    request: EngineRequest
+    output: OutputBuilder
+
+
+class PagedModelEngine:
+    def __init__(self, model: LoadedModel, layout: KVLayout, config: EngineConfig) -> None:
+        self._model = model
+        block_bytes = config.block_size * layout.bytes_per_token()
+        # +1: block 0 is the null block that pads block tables.
+        num_blocks = max(int(config.kv_cache_gb * 1e9) // block_bytes, 2) + 1
+        self.kv = KVCacheManager(num_blocks, config.block_size, namespace=model.model_id)
+        self.scheduler = Scheduler(
+            SchedulerConfig(
+                max_num_seqs=config.max_num_seqs,
+                # every running sequence must be able to decode in each step
+                max_num_batched_tokens=max(config.max_num_batched_tokens, config.max_num_seqs),
+                max_prefill_chunk=config.prefill_step_size,
+                aging_s=config.priority_aging_s,
+            ),
+            self.kv,
+        )
+        self.storage = PagedKVStorage(layout, num_blocks, config.block_size)
+        self.runner = BatchRunner(model.model, self.storage)
+        self._samplers: dict[str, RequestSampler] = {}
+        self.generated_tokens = 0
+
+    def describe(self) -> str:
+        return (
+            f"{self.kv.num_blocks - 1} blocks x {self.storage.block_size} tokens "
+            f"({self.storage.nbytes / 1e9:.2f} GB)"
+        )
+
+    @property
+    def running(self) -> int:
+        return len(self.scheduler.running)
+
+    @property
+    def waiting(self) -> int:
+        return len(self.scheduler.waiting)
+
+    @property
+    def blocks_used(self) -> int:
+        return self.kv.num_blocks - 1 - self.kv.num_free_blocks()
+
+    def has_work(self) -> bool:
+        return self.scheduler.has_work()
+
+    def add(self, request: EngineRequest) -> None:
+        seq = Sequence(
+            request.request_id, list(request.prompt_ids), request.max_tokens, request.priority
+        )
+        try:
+            self.scheduler.add(seq)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc), param="messages") from exc
+        # The scheduler may lower max_tokens so the sequence always fits the pool alone.
+        request = dataclasses.replace(request, max_tokens=seq.max_tokens)
+        output = OutputBuilder(request, self._model.tokenizer, self._model.stop_token_ids)
+        seq.payload = _RequestState(request, output)
+        self._samplers[request.request_id] = RequestSampler(
+            request.sampling, len(self._model.tokenizer)
+        )
+
+    def abort(self, request_id: str) -> GenerationEvent | None:
+        seq = self.scheduler.abort(request_id)
+        if seq is None:
+            return None
+        self._samplers.pop(request_id, None)
+        return self._state(seq).output.finish(FinishReason.ABORT)
+
+    def step(self) -> list[GenerationEvent]:
+        output = self.scheduler.schedule()
+        if output.is_empty:
+            return []
+        try:
+            results = self.runner.run(output, self._samplers)
+        except Exception as exc:  # a failing forward pass fails this step's requests only
+            log.exception("forward pass failed")
+            return self._fail(output, exc)
+        self.scheduler.update(output, {rid: r.token for rid, r in results.items()})
+        self.generated_tokens += len(results)
+        events: list[GenerationEvent] = []
+        for chunk in output.chunks:
+            result = results.get(chunk.seq.request_id)
+            if result is None:
+                continue
+            state = self._state(chunk.seq)
+            state.output.cached_tokens = chunk.seq.num_cached_tokens
+            event = state.output.add(result)
+            if event is None:
+                continue
+            if event.finished:
+                self.scheduler.finish(chunk.seq)
+                self._samplers.pop(chunk.seq.request_id, None)
+            events.append(event)
+        return events
+
+    def _fail(self, output: SchedulerOutput, exc: Exception) -> list[GenerationEvent]:
+        events = []
+        for chunk in output.chunks:
+            seq = self.scheduler.abort(chunk.seq.request_id)
+            if seq is not None:
+                self._samplers.pop(seq.request_id, None)
+                usage = self._state(seq).output.finish(FinishReason.ERROR).usage
+                events.append(
+                    GenerationEvent(
+                        seq.request_id, finish_reason=FinishReason.ERROR, usage=usage, error=exc
+                    )
+                )
+        return events
+
+    @staticmethod
+    def _state(seq: Sequence) -> _RequestState:
+        state: _RequestState = seq.payload
+        return state

@@ -1,0 +1,107 @@
+"""The KV block pool: a preallocated set of fixed-size blocks, ref counts and the prefix-cache map.
+
+This is the mechanism half of the paged KV cache (vLLM's `BlockPool`); the policy (block tables,
+prefix lookup, copy-on-write) lives in `kv.manager`. No library does paged-KV bookkeeping for
+MLX (mlx-lm's caches are per-sequence tensors), so we keep this small, pure-Python and exact.
+
+Block 0 is the null block: it is never handed out, and the runner pads block tables with it.
+Free blocks wait in an LRU queue (an OrderedDict: O(1) removal from the middle on a cache hit).
+Allocation pops from the front. A freed block that holds a cached (hashed) prefix goes to the
+back, so it survives as long as possible; a freed block with no hash carries nothing worth
+keeping and goes to the front, to be reused first. Popping a hashed block evicts its hash.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+NULL_BLOCK_ID = 0
+
+
+@dataclass(slots=True, eq=False)
+class Block:
+    block_id: int
+    ref_count: int = 0
+    block_hash: bytes | None = None
+
+
+class BlockPool:
+    def __init__(self, num_blocks: int) -> None:
+        if num_blocks < 2:
+            raise ValueError(
+                f"num_blocks must be at least 2 (block 0 is reserved), got {num_blocks}"
+            )
+        self.num_blocks = num_blocks
+        self.blocks = [Block(i) for i in range(num_blocks)]
+        self.null_block = self.blocks[NULL_BLOCK_ID]
+        self._free: OrderedDict[int, Block] = OrderedDict((b.block_id, b) for b in self.blocks[1:])
+        self._cached: dict[bytes, Block] = {}
+
+    @property
+    def num_usable_blocks(self) -> int:
+        return self.num_blocks - 1
+
+    @property
+    def num_free_blocks(self) -> int:
+        """Blocks with no holder, cached-but-free ones included (they can be evicted)."""
+        return len(self._free)
+
+    @property
+    def num_cached_blocks(self) -> int:
+        """Blocks registered in the prefix-cache map, held or free."""
+        return len(self._cached)
+
+    def free_block_ids(self) -> list[int]:
+        """The free queue, next to be allocated (evicted) first."""
+        return list(self._free)
+
+    def get_new_blocks(self, n: int) -> list[Block]:
+        """Take `n` blocks from the front of the free queue, evicting their cached hashes."""
+        if n > len(self._free):
+            raise ValueError(f"asked for {n} blocks, {len(self._free)} free")
+        taken = []
+        for _ in range(n):
+            _, block = self._free.popitem(last=False)
+            self._evict(block)
+            block.ref_count = 1
+            taken.append(block)
+        return taken
+
+    def touch(self, blocks: Iterable[Block]) -> None:
+        """A cache hit: one more holder; a free block leaves the free queue."""
+        for block in blocks:
+            if block.ref_count == 0:
+                del self._free[block.block_id]
+            block.ref_count += 1
+
+    def free_blocks(self, blocks: Iterable[Block]) -> None:
+        """One holder fewer; blocks left with none join the free queue in the order given."""
+        for block in blocks:
+            if block.ref_count <= 0:
+                raise ValueError(f"block {block.block_id} freed with ref_count {block.ref_count}")
+            block.ref_count -= 1
+            if block.ref_count == 0:
+                self._free[block.block_id] = block
+                if block.block_hash is None:
+                    self._free.move_to_end(block.block_id, last=False)
+
+    def cache_block(self, block: Block, block_hash: bytes) -> bool:
+        """Register `block` under `block_hash`. False if another block already holds that hash
+        (the first one stays canonical; this one stays unhashed)."""
+        if block.block_hash is not None:
+            return block.block_hash == block_hash
+        if block_hash in self._cached:
+            return False
+        block.block_hash = block_hash
+        self._cached[block_hash] = block
+        return True
+
+    def get_cached_block(self, block_hash: bytes) -> Block | None:
+        return self._cached.get(block_hash)
+
+    def _evict(self, block: Block) -> None:
+        if block.block_hash is not None:
+            del self._cached[block.block_hash]
+            block.block_hash = None

@@ -1,0 +1,126 @@
+"""Runs one scheduled step on the paged KV cache: batched decode, prefill chunks, sampling.
+
+All single-token chunks (decodes) share one forward pass; each multi-token prefill chunk runs
+as its own forward pass, so sequences of different lengths never need padded queries. Every
+sequence samples with its own RequestSampler; plain greedy rows share one argmax.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence as Seq
+from dataclasses import dataclass
+from typing import Any
+
+import mlx.core as mx
+
+from mlx_manager.engine.scheduler import ScheduledChunk, SchedulerOutput
+from mlx_manager.kv.paged_storage import PagedKVStorage, StepMeta
+from mlx_manager.runner.generation import StepOutput
+from mlx_manager.runner.request_sampler import RequestSampler
+
+
+@dataclass(slots=True)
+class _Pending:
+    chunk: ScheduledChunk
+    token: mx.array
+    logprobs: mx.array | None
+
+
+class BatchRunner:
+    def __init__(self, model: Any, storage: PagedKVStorage) -> None:
+        self.model = model
+        self.storage = storage
+
+    def run(
+        self, output: SchedulerOutput, samplers: dict[str, RequestSampler]
+    ) -> dict[str, StepOutput]:
+        """Forward every chunk; return the sampled token of each chunk that samples."""
+        self.storage.copy_blocks(output.copies)
+        decodes = [c for c in output.chunks if c.num_tokens == 1]
+        prefills = [c for c in output.chunks if c.num_tokens > 1]
+        pending: list[_Pending] = []
+        if decodes:
+            logits = self._forward(decodes)
+            rows = [i for i, c in enumerate(decodes) if c.samples]
+            if len(rows) < len(decodes):  # a 1-token prefill chunk that does not sample yet
+                logits = logits[mx.array(rows)] if rows else logits[:0]
+                decodes = [decodes[i] for i in rows]
+            if decodes:
+                pending += self._sample(decodes, logits, samplers)
+        for chunk in prefills:
+            logits = self._forward([chunk])
+            if chunk.samples:
+                pending += self._sample([chunk], logits, samplers)
+        if not pending:
+            mx.eval(self.storage.keys, self.storage.values)
+            return {}
+        tokens = mx.stack([p.token for p in pending])
+        mx.eval(tokens, self.storage.keys, self.storage.values)
+        token_ids: list[int] = tokens.tolist()  # type: ignore[assignment]
+        return {
+            p.chunk.seq.request_id: self._result(p, token, samplers)
+            for p, token in zip(pending, token_ids, strict=True)
+        }
+
+    def _forward(self, chunks: Seq[ScheduledChunk]) -> mx.array:
+        """Logits of each chunk's last position: [B, vocab] (lazy)."""
+        block_size = self.storage.block_size
+        length = chunks[0].num_tokens
+        tokens = [c.seq.all_ids[c.start : c.start + c.num_tokens] for c in chunks]
+        slots = [
+            c.block_ids[pos // block_size] * block_size + pos % block_size
+            for c in chunks
+            for pos in range(c.start, c.start + c.num_tokens)
+        ]
+        blocks_needed = max(-(-(c.start + c.num_tokens) // block_size) for c in chunks)
+        tables = [list(c.block_ids[:blocks_needed]) for c in chunks]
+        for table in tables:
+            table.extend([0] * (blocks_needed - len(table)))
+        starts = mx.array([c.start for c in chunks], dtype=mx.int32)
+        query_pos = starts[:, None] + mx.arange(length, dtype=mx.int32)[None, :]
+        key_pos = mx.arange(blocks_needed * block_size, dtype=mx.int32)
+        mask = key_pos[None, None, None, :] <= query_pos[:, None, :, None]
+        meta = StepMeta(
+            offsets=chunks[0].start if len(chunks) == 1 else starts,
+            write_slots=mx.array(slots, dtype=mx.int32),
+            block_tables=mx.array(tables, dtype=mx.int32),
+            mask=mask,
+        )
+        logits = self.model(mx.array(tokens, dtype=mx.int32), cache=self.storage.views(meta))
+        return logits[:, -1, :]
+
+    def _sample(
+        self, chunks: Seq[ScheduledChunk], logits: mx.array, samplers: dict[str, RequestSampler]
+    ) -> list[_Pending]:
+        rows = [samplers[c.seq.request_id] for c in chunks]
+        fast = [i for i, s in enumerate(rows) if s.plain_greedy and not s.params.logprobs]
+        pending: list[_Pending] = []
+        if fast:
+            picked = mx.argmax(logits[mx.array(fast)] if len(fast) < len(rows) else logits, axis=-1)
+            pending += [_Pending(chunks[i], picked[n], None) for n, i in enumerate(fast)]
+        fast_set = set(fast)
+        for i, sampler in enumerate(rows):
+            if i in fast_set:
+                continue
+            row = sampler.process(chunks[i].seq.all_ids, logits[i : i + 1])
+            logprobs = row - mx.logsumexp(row, axis=-1, keepdims=True)
+            token = sampler.sample(logprobs)[0]
+            pending.append(
+                _Pending(chunks[i], token, logprobs[0] if sampler.params.logprobs else None)
+            )
+        return pending
+
+    @staticmethod
+    def _result(pending: _Pending, token: int, samplers: dict[str, RequestSampler]) -> StepOutput:
+        if pending.logprobs is None:
+            return StepOutput(token)
+        params = samplers[pending.chunk.seq.request_id].params
+        logprob: float = pending.logprobs[token].item()  # type: ignore[assignment]
+        top: tuple[tuple[int, float], ...] = ()
+        if params.top_logprobs > 0:
+            k = params.top_logprobs
+            ids = mx.argpartition(-pending.logprobs, kth=k - 1)[:k]
+            id_list: list[int] = ids.tolist()  # type: ignore[assignment]
+            values: list[float] = pending.logprobs[ids].tolist()  # type: ignore[assignment]
+            top = tuple(sorted(zip(id_list, values, strict=True), key=lambda p: -p[1]))
+        return StepOutput(token, logprob, top)
