@@ -5,6 +5,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import pytest
 import openai
 
 from tests.conftest import MODEL
@@ -78,3 +79,21 @@ def test_kv_memory_is_blocks_in_use(server: ServerProcess) -> None:
     assert stats["kv_blocks_used"] + stats["kv_blocks_free"] == stats["kv_blocks_total"]
     if stats["kv_blocks_used"]:
         assert stats["kv_bytes_used"] % stats["kv_blocks_used"] == 0
+
+
+def test_priority_field_accepted(client: openai.OpenAI) -> None:
+    for priority in ("high", "low", 3, -2):
+        reply = client.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": "Hi"}],
+            max_tokens=1,
+            extra_body={"priority": priority},
+        )
+        assert reply.usage is not None and reply.usage.completion_tokens == 1
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": "Hi"}],
+            max_tokens=1,
+            extra_body={"priority": "urgent"},
+        )
