@@ -5,8 +5,8 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
-import pytest
 import openai
+import pytest
 
 from tests.conftest import MODEL
 from tests.fixtures.server import ServerProcess
