@@ -7,7 +7,6 @@ anything is queued, so a bad request fails with a 4xx before a stream starts.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import logging
 from collections.abc import AsyncIterator
@@ -40,12 +39,11 @@ class RequestStream:
         self.request = request
         self._thread = thread
         self._queue: asyncio.Queue[GenerationEvent] = asyncio.Queue()
-        self._loop = asyncio.get_running_loop()
+        self.loop = asyncio.get_running_loop()
         self._done = False
 
-    def _sink(self, event: GenerationEvent) -> None:  # called on the engine thread
-        with contextlib.suppress(RuntimeError):  # the event loop is gone (shutdown)
-            self._loop.call_soon_threadsafe(self._queue.put_nowait, event)
+    def deliver(self, event: GenerationEvent) -> None:  # called on the event loop's thread
+        self._queue.put_nowait(event)
 
     def __aiter__(self) -> AsyncIterator[GenerationEvent]:
         return self._events()
@@ -142,7 +140,7 @@ class EngineClient:
             request.priority,
         )
         stream = RequestStream(engine_request, self._thread)
-        self._thread.submit(engine_request, stream._sink)
+        self._thread.submit(engine_request, stream)
         return stream
 
     def snapshot(self) -> EngineSnapshot:

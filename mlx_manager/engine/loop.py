@@ -1,32 +1,44 @@
 """The engine thread: the only thread that touches MLX.
 
 Everything reaches it as a message on one queue (submit, abort, a callable to run such as a
-model load); between messages it steps the core. Events leave through per-request sinks that
-the asyncio side provides.
+model load); between messages it steps the core. Events leave through per-request
+subscribers; all events of one step cross to the event loop in a single thread-safe call, so
+a batch of 64 streams costs one wake-up of the asyncio side rather than 64.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import queue
 import threading
+from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from mlx_manager.config import EngineConfig
-from mlx_manager.engine.core import EngineCore, EngineSnapshot, EventSink
+from mlx_manager.engine.core import EngineCore, EngineSnapshot
 from mlx_manager.engine.request import EngineRequest
 from mlx_manager.types import GenerationEvent
 
 log = logging.getLogger(__name__)
 
 
+class Subscriber(Protocol):
+    """Receives one request's events on its event loop's thread."""
+
+    loop: asyncio.AbstractEventLoop
+
+    def deliver(self, event: GenerationEvent) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class _Submit:
     request: EngineRequest
-    sink: EventSink
+    subscriber: Subscriber
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +58,8 @@ _STOP = object()
 class EngineThread:
     def __init__(self, config: EngineConfig) -> None:
         self._inbox: queue.SimpleQueue[object] = queue.SimpleQueue()
-        self._sinks: dict[str, EventSink] = {}
+        self._subscribers: dict[str, Subscriber] = {}
+        self._outbox: list[tuple[Subscriber, GenerationEvent]] = []
         self._core = EngineCore(config, self._dispatch)
         self._thread = threading.Thread(target=self._run, name="mlx-engine", daemon=True)
         self._snapshot = self._core.snapshot()
@@ -58,8 +71,8 @@ class EngineThread:
         self._inbox.put(_STOP)
         self._thread.join(timeout)
 
-    def submit(self, request: EngineRequest, sink: EventSink) -> None:
-        self._inbox.put(_Submit(request, sink))
+    def submit(self, request: EngineRequest, subscriber: Subscriber) -> None:
+        self._inbox.put(_Submit(request, subscriber))
 
     def abort(self, request_id: str) -> None:
         self._inbox.put(_Abort(request_id))
@@ -87,16 +100,18 @@ class EngineThread:
                 self._handle(message)
                 if not self._inbox.empty():
                     continue  # take every pending message before the next token
+                self._flush()
                 self._snapshot = self._core.snapshot()
             try:
                 self._core.step()
             except Exception:  # never let the engine thread die
                 log.exception("engine step failed")
+            self._flush()
             self._snapshot = self._core.snapshot()
 
     def _handle(self, message: object) -> None:
         if isinstance(message, _Submit):
-            self._sinks[message.request.request_id] = message.sink
+            self._subscribers[message.request.request_id] = message.subscriber
             self._core.add_request(message.request)
         elif isinstance(message, _Abort):
             self._core.abort(message.request_id)
@@ -109,10 +124,28 @@ class EngineThread:
                 message.future.set_exception(exc)
 
     def _dispatch(self, event: GenerationEvent) -> None:
-        sink = (
-            self._sinks.pop(event.request_id, None)
+        subscribers = self._subscribers
+        subscriber = (
+            subscribers.pop(event.request_id, None)
             if event.finished
-            else (self._sinks.get(event.request_id))
+            else subscribers.get(event.request_id)
         )
-        if sink is not None:
-            sink(event)
+        if subscriber is not None:
+            self._outbox.append((subscriber, event))
+
+    def _flush(self) -> None:
+        if not self._outbox:
+            return
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Subscriber, GenerationEvent]]]
+        by_loop = defaultdict(list)
+        for item in self._outbox:
+            by_loop[item[0].loop].append(item)
+        self._outbox = []
+        for loop, items in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # the event loop is gone (shutdown)
+                loop.call_soon_threadsafe(_deliver_all, items)
+
+
+def _deliver_all(items: list[tuple[Subscriber, GenerationEvent]]) -> None:
+    for subscriber, event in items:
+        subscriber.deliver(event)
