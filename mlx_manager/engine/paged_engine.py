@@ -16,16 +16,22 @@ from mlx_manager.config import EngineConfig
 from mlx_manager.engine.output import OutputBuilder
 from mlx_manager.engine.request import EngineRequest
 from mlx_manager.engine.scheduler import Scheduler, SchedulerConfig, SchedulerOutput
-from mlx_manager.engine.sequence import Sequence
+from mlx_manager.engine.sequence import Sequence, SequenceStatus
 from mlx_manager.errors import InvalidRequest
 from mlx_manager.kv.manager import KVCacheManager
 from mlx_manager.kv.paged_storage import KVLayout, PagedKVStorage
 from mlx_manager.models.loaded import LoadedModel
-from mlx_manager.runner.batch_runner import BatchRunner
+from mlx_manager.runner.batch_runner import PENDING_TOKEN, BatchRunner, Launched
 from mlx_manager.runner.request_sampler import RequestSampler
 from mlx_manager.types import FinishReason, GenerationEvent
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _InFlight:
+    launched: Launched
+    placeholders: list[tuple[Sequence, int]]
 
 
 @dataclass(slots=True)
@@ -54,6 +60,7 @@ class PagedModelEngine:
         self.storage = PagedKVStorage(layout, num_blocks, config.block_size)
         self.runner = BatchRunner(model.model, self.storage)
         self._samplers: dict[str, RequestSampler] = {}
+        self._inflight: _InFlight | None = None
         self.generated_tokens = 0
 
     def describe(self) -> str:
@@ -73,9 +80,6 @@ class PagedModelEngine:
     @property
     def blocks_used(self) -> int:
         return self.kv.num_blocks - 1 - self.kv.num_free_blocks()
-
-    def has_work(self) -> bool:
-        return self.scheduler.has_work()
 
     def add(self, request: EngineRequest) -> None:
         seq = Sequence(
@@ -100,37 +104,81 @@ class PagedModelEngine:
         self._samplers.pop(request_id, None)
         return self._state(seq).output.finish(FinishReason.ABORT)
 
+    def has_work(self) -> bool:
+        return self._inflight is not None or self.scheduler.has_work()
+
     def step(self) -> list[GenerationEvent]:
+        """Schedule and launch step k, then finish step k-1 while the device runs step k.
+
+        The host work of a step (scheduling, detokenizing, stop checks, events) overlaps the
+        device's forward pass; a sequence that ended in step k-1 may have run once more in
+        step k, and that surplus token is dropped.
+        """
         output = self.scheduler.schedule()
+        events: list[GenerationEvent] = []
+        if self._inflight is not None and (output.is_empty or self._needs_history(output)):
+            events += self._finish_step(self._inflight)  # sample with every value known
+            self._inflight = None
+            running = tuple(c for c in output.chunks if c.seq.status is SequenceStatus.RUNNING)
+            output = dataclasses.replace(output, chunks=running)
         if output.is_empty:
-            return []
+            return events
         try:
-            results = self.runner.run(output, self._samplers)
+            launched = self.runner.launch(output, self._samplers)
         except Exception as exc:  # a failing forward pass fails this step's requests only
             log.exception("forward pass failed")
-            return self._fail(output, exc)
-        self.scheduler.update(output, {rid: r.token for rid, r in results.items()})
+            return events + self._fail(output, exc)
+        placeholders = self.scheduler.advance(output, PENDING_TOKEN)
+        if self._inflight is not None:
+            events += self._finish_step(self._inflight)
+        self._inflight = _InFlight(launched, placeholders)
+        return events
+
+    def _needs_history(self, output: SchedulerOutput) -> bool:
+        """Logits processors (penalties, bias) read the sampled history's values."""
+        samplers = self._samplers
+        return any(
+            (s := samplers.get(c.seq.request_id)) is not None and s.processors
+            for c in output.chunks
+        )
+
+    def _finish_step(self, inflight: _InFlight) -> list[GenerationEvent]:
+        try:
+            results = self.runner.collect(inflight.launched, self._samplers)
+        except Exception as exc:
+            log.exception("forward pass failed")
+            return self._fail_sequences([seq for seq, _ in inflight.placeholders], exc)
         self.generated_tokens += len(results)
         events: list[GenerationEvent] = []
-        for chunk in output.chunks:
-            result = results.get(chunk.seq.request_id)
-            if result is None:
-                continue
-            state = self._state(chunk.seq)
-            state.output.cached_tokens = chunk.seq.num_cached_tokens
+        for seq, index in inflight.placeholders:
+            result = results[seq.request_id]
+            self.scheduler.resolve(seq, index, result.token)
+            if seq.status is SequenceStatus.FINISHED:
+                continue  # ended or aborted meanwhile: a surplus token
+            state = self._state(seq)
+            state.output.cached_tokens = seq.num_cached_tokens
             event = state.output.add(result)
             if event is None:
                 continue
             if event.finished:
-                self.scheduler.finish(chunk.seq)
-                self._samplers.pop(chunk.seq.request_id, None)
+                self._end(seq)
             events.append(event)
         return events
 
+    def _end(self, seq: Sequence) -> None:
+        if seq.status is SequenceStatus.RUNNING:
+            self.scheduler.finish(seq)
+        else:  # preempted back to waiting after it sampled its last token
+            self.scheduler.abort(seq.request_id)
+        self._samplers.pop(seq.request_id, None)
+
     def _fail(self, output: SchedulerOutput, exc: Exception) -> list[GenerationEvent]:
+        return self._fail_sequences([chunk.seq for chunk in output.chunks], exc)
+
+    def _fail_sequences(self, seqs: list[Sequence], exc: Exception) -> list[GenerationEvent]:
         events = []
-        for chunk in output.chunks:
-            seq = self.scheduler.abort(chunk.seq.request_id)
+        for failed in seqs:
+            seq = self.scheduler.abort(failed.request_id)
             if seq is not None:
                 self._samplers.pop(seq.request_id, None)
                 usage = self._state(seq).output.finish(FinishReason.ERROR).usage

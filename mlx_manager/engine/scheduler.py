@@ -151,6 +151,27 @@ class Scheduler:
                 seq.append_token(sampled[seq.request_id])
             self.kv.cache_full_blocks(seq)
 
+    def advance(self, output: SchedulerOutput, placeholder: int) -> list[tuple[Sequence, int]]:
+        """Book a launched step before its sampled values are known (pipelined engine): the
+        computed tokens advance and each sampling sequence gets `placeholder` as its next
+        token. Returns (sequence, output index) of each placeholder, for `resolve`."""
+        pending: list[tuple[Sequence, int]] = []
+        for chunk in output.chunks:
+            seq = chunk.seq
+            if seq.status is not SequenceStatus.RUNNING:
+                continue
+            seq.num_computed_tokens += chunk.num_tokens
+            if chunk.samples:
+                pending.append((seq, seq.num_output_tokens))
+                seq.append_token(placeholder)
+        return pending
+
+    def resolve(self, seq: Sequence, output_index: int, token_id: int) -> None:
+        """The value of a placeholder token arrived; newly full blocks can now be hashed."""
+        seq.set_output_token(output_index, token_id)
+        if seq.status is SequenceStatus.RUNNING:
+            self.kv.cache_full_blocks(seq)
+
     def _key(self, seq: Sequence, now: float) -> tuple[int, float]:
         return priority_key(seq, now, self.config.aging_s)
 
@@ -163,7 +184,11 @@ class Scheduler:
         for seq in ordered:
             if step.budget <= 0:
                 break
-            if seq.status is SequenceStatus.RUNNING and seq.num_uncomputed_tokens > 0:
+            if (
+                seq.status is SequenceStatus.RUNNING
+                and seq.num_uncomputed_tokens > 0
+                and seq.num_output_tokens < seq.max_tokens  # else done, awaiting its last token
+            ):
                 self._allocate_running(seq, step)
 
     def _allocate_running(self, seq: Sequence, step: _Step) -> None:

@@ -62,3 +62,8 @@ class Sequence:
     def append_token(self, token_id: int) -> None:
         self.output_ids.append(token_id)
         self.token_ids.append(token_id)
+
+    def set_output_token(self, output_index: int, token_id: int) -> None:
+        """Fill in a token appended as a placeholder before its value was known."""
+        self.output_ids[output_index] = token_id
+        self.token_ids[len(self.prompt_ids) + output_index] = token_id

@@ -121,8 +121,11 @@ class KVCacheManager:
         num_full = min(seq.num_computed_tokens // self.block_size, len(table))
         tokens, size = seq.all_ids, self.block_size
         for i in range(len(hashes), num_full):
+            block_tokens = tokens[i * size : (i + 1) * size]
+            if min(block_tokens) < 0:  # a sampled value not known yet (pipelined engine)
+                return
             parent = hashes[-1] if hashes else None
-            hashes.append(block_hash(parent, tokens[i * size : (i + 1) * size], self.namespace))
+            hashes.append(block_hash(parent, block_tokens, self.namespace))
             self.pool.cache_block(table[i], hashes[-1])
 
     def free(self, seq: KVSequence) -> None:

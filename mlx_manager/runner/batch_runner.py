@@ -18,6 +18,8 @@ from mlx_manager.kv.paged_storage import PagedKVStorage, StepMeta
 from mlx_manager.runner.generation import StepOutput
 from mlx_manager.runner.request_sampler import RequestSampler
 
+PENDING_TOKEN = -1  # a sampled token whose value is still on the device
+
 
 @dataclass(slots=True)
 class _Pending:
@@ -26,15 +28,31 @@ class _Pending:
     logprobs: mx.array | None
 
 
+@dataclass(slots=True)
+class Launched:
+    """A step whose forward and sampling are queued on the device; `collect` waits for it."""
+
+    pending: list[_Pending]
+    tokens: mx.array | None  # [len(pending)] sampled ids, lazy
+
+
 class BatchRunner:
     def __init__(self, model: Any, storage: PagedKVStorage) -> None:
         self.model = model
         self.storage = storage
+        # The last launched step's sampled ids (lazy) and their rows, so the next step can
+        # feed them to the model before their values reach the host.
+        self._last_tokens: mx.array | None = None
+        self._last_rows: dict[str, int] = {}
 
     def run(
         self, output: SchedulerOutput, samplers: dict[str, RequestSampler]
     ) -> dict[str, StepOutput]:
-        """Forward every chunk; return the sampled token of each chunk that samples."""
+        """Forward every chunk and wait: the sampled token of each chunk that samples."""
+        return self.collect(self.launch(output, samplers), samplers)
+
+    def launch(self, output: SchedulerOutput, samplers: dict[str, RequestSampler]) -> Launched:
+        """Queue the step's forward passes and sampling on the device without waiting."""
         self.storage.copy_blocks(output.copies)
         decodes = [c for c in output.chunks if c.num_tokens == 1]
         prefills = [c for c in output.chunks if c.num_tokens > 1]
@@ -51,22 +69,46 @@ class BatchRunner:
             logits = self._forward([chunk])
             if chunk.samples:
                 pending += self._sample([chunk], logits, samplers)
-        if not pending:
-            mx.eval(self.storage.keys, self.storage.values)
+        tokens = mx.stack([p.token for p in pending]) if pending else None
+        extra = [p.logprobs for p in pending if p.logprobs is not None]
+        mx.async_eval(
+            *([tokens] if tokens is not None else []),
+            *extra,
+            self.storage.keys,
+            self.storage.values,
+        )
+        self._last_tokens = tokens
+        self._last_rows = {p.chunk.seq.request_id: i for i, p in enumerate(pending)}
+        return Launched(pending, tokens)
+
+    def collect(
+        self, launched: Launched, samplers: dict[str, RequestSampler]
+    ) -> dict[str, StepOutput]:
+        """Wait for a launched step and bring its sampled tokens to the host."""
+        if launched.tokens is None:
             return {}
-        tokens = mx.stack([p.token for p in pending])
-        mx.eval(tokens, self.storage.keys, self.storage.values)
-        token_ids: list[int] = tokens.tolist()  # type: ignore[assignment]
+        token_ids: list[int] = launched.tokens.tolist()  # type: ignore[assignment]
         return {
             p.chunk.seq.request_id: self._result(p, token, samplers)
-            for p, token in zip(pending, token_ids, strict=True)
+            for p, token in zip(launched.pending, token_ids, strict=True)
         }
+
+    def _input_ids(self, chunks: Seq[ScheduledChunk]) -> mx.array:
+        """[B, L] input ids; a pending (still on-device) token is taken from the last step."""
+        rows = [c.seq.all_ids[c.start : c.start + c.num_tokens] for c in chunks]
+        known = mx.array(rows, dtype=mx.int32)
+        if all(PENDING_TOKEN not in row for row in rows):
+            return known
+        assert self._last_tokens is not None, "a pending token needs a launched step"
+        assert all(c.num_tokens == 1 for c in chunks), "only decode inputs can be pending"
+        source = [self._last_rows.get(c.seq.request_id, 0) for c in chunks]
+        fetched = self._last_tokens[mx.array(source, dtype=mx.int32)][:, None]
+        return mx.where(known == PENDING_TOKEN, fetched.astype(mx.int32), known)
 
     def _forward(self, chunks: Seq[ScheduledChunk]) -> mx.array:
         """Logits of each chunk's last position: [B, vocab] (lazy)."""
         block_size = self.storage.block_size
         length = chunks[0].num_tokens
-        tokens = [c.seq.all_ids[c.start : c.start + c.num_tokens] for c in chunks]
         slots = [
             c.block_ids[pos // block_size] * block_size + pos % block_size
             for c in chunks
@@ -86,7 +128,7 @@ class BatchRunner:
             block_tables=mx.array(tables, dtype=mx.int32),
             mask=mask,
         )
-        logits = self.model(mx.array(tokens, dtype=mx.int32), cache=self.storage.views(meta))
+        logits = self.model(self._input_ids(chunks), cache=self.storage.views(meta))
         return logits[:, -1, :]
 
     def _sample(
