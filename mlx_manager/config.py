@@ -63,6 +63,28 @@ class EngineConfig(BaseModel):
     priority_aging_s: float
 
 
+class PoolConfig(BaseModel):
+    """What the model pool needs: limits, pins, idle TTLs and where models are found."""
+
+    model_config = ConfigDict(frozen=True)
+
+    max_models: int | None = None
+    max_memory_gb: float | None = None
+    memory_limit_pct: float | None = None
+    pin: tuple[str, ...] = ()
+    keep_alive_s: float | None = None
+    model_keep_alive: tuple[tuple[str, float], ...] = ()
+    model_dirs: tuple[Path, ...] = ()
+    scan_hf_cache: bool = False
+
+    def keep_alive_for(self, model_id: str) -> float | None:
+        """Idle seconds before `model_id` is unloaded; None: never (a per-model 0 = never)."""
+        for name, seconds in self.model_keep_alive:
+            if name == model_id:
+                return seconds or None
+        return self.keep_alive_s
+
+
 class Settings(BaseSettings):
     """All settings. Each field is a flag `--name-with-dashes`, an env var and a config key."""
 
@@ -79,6 +101,51 @@ class Settings(BaseSettings):
             "Face id from the local HF cache. Repeatable (env/config: comma-separated or a "
             "list). Default: the embedded SmolLM2-135M-Instruct."
         ),
+    )
+    model_dir: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "Directory whose model directories (any depth up to 3, each with a config.json) "
+            "may all be served, loaded on first request; ids are their paths below DIR "
+            "(e.g. org/name). Repeatable. With --model-dir and no --model, the embedded model "
+            "is not added."
+        ),
+    )
+    scan_hf_cache: bool = Field(
+        False,
+        description=(
+            "Also serve every MLX-loadable model (config.json + safetensors) found in the "
+            "local Hugging Face cache, loaded on first request."
+        ),
+    )
+    max_models: int | None = Field(
+        None, ge=1, description="Most models resident at once; the LRU idle one is evicted."
+    )
+    max_memory_gb: float | None = Field(
+        None,
+        gt=0,
+        description="Memory budget (GB) of resident models: weights plus each model's KV pool.",
+    )
+    memory_limit_pct: float | None = Field(
+        None,
+        gt=0,
+        le=100,
+        description="Memory budget as a percentage of system (or GPU) memory; the lower "
+        "of this and --max-memory-gb applies.",
+    )
+    pin: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Model id to load at startup and never evict or idle-unload. Repeatable.",
+    )
+    keep_alive: float | None = Field(
+        None,
+        gt=0,
+        description="Unload a model after this many idle seconds (default: never).",
+    )
+    model_keep_alive: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Per-model idle TTL as ID=SECONDS (0: never), overriding --keep-alive. "
+        "Repeatable.",
     )
     context_length: int | None = Field(
         None, ge=16, description="Override the model's context length (tokens)."
@@ -134,11 +201,18 @@ class Settings(BaseSettings):
     )
     log_level: str = Field("info", description="Log level: debug, info, warning, error.")
 
-    @field_validator("model", mode="before")
+    @field_validator("model", "model_dir", "pin", "model_keep_alive", mode="before")
     @classmethod
     def _split_models(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("model_keep_alive")
+    @classmethod
+    def _check_keep_alives(cls, value: list[str]) -> list[str]:
+        for item in value:
+            _parse_keep_alive(item)
         return value
 
     @field_validator("log_level")
@@ -166,6 +240,18 @@ class Settings(BaseSettings):
             cpu_float32_max_gb=self.cpu_float32_max_gb,
         )
 
+    def pool(self) -> PoolConfig:
+        return PoolConfig(
+            max_models=self.max_models,
+            max_memory_gb=self.max_memory_gb,
+            memory_limit_pct=self.memory_limit_pct,
+            pin=tuple(self.pin),
+            keep_alive_s=self.keep_alive,
+            model_keep_alive=tuple(_parse_keep_alive(item) for item in self.model_keep_alive),
+            model_dirs=tuple(Path(d).expanduser() for d in self.model_dir),
+            scan_hf_cache=self.scan_hf_cache,
+        )
+
     def engine(self) -> EngineConfig:
         return EngineConfig(
             default_max_tokens=self.default_max_tokens,
@@ -178,6 +264,17 @@ class Settings(BaseSettings):
             max_num_batched_tokens=self.max_num_batched_tokens,
             priority_aging_s=self.priority_aging_s,
         )
+
+
+def _parse_keep_alive(item: str) -> tuple[str, float]:
+    model_id, sep, seconds = item.rpartition("=")
+    try:
+        value = float(seconds)
+    except ValueError:
+        value = -1.0
+    if not sep or not model_id or value < 0:
+        raise ValueError(f"model_keep_alive entry {item!r} must be ID=SECONDS (SECONDS >= 0)")
+    return model_id.strip(), value
 
 
 class _FileSource(PydanticBaseSettingsSource):

@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 
 class ApiError(Exception):
     status: ClassVar[int] = 500
+    anthropic_status_override: ClassVar[int | None] = None  # where Anthropic's status differs
     openai_type: ClassVar[str] = "server_error"
     anthropic_type: ClassVar[str] = "api_error"
     default_code: ClassVar[str | None] = None
@@ -22,12 +23,18 @@ class ApiError(Exception):
         param: str | None = None,
         code: str | None = None,
         headers: dict[str, str] | None = None,
+        anthropic_message: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
         self.code = code if code is not None else self.default_code
         self.headers = headers or {}
+        self.anthropic_message = anthropic_message or message
+
+    @property
+    def anthropic_status(self) -> int:
+        return self.anthropic_status_override or self.status
 
     def openai_body(self) -> dict[str, Any]:
         return {
@@ -40,7 +47,10 @@ class ApiError(Exception):
         }
 
     def anthropic_body(self) -> dict[str, Any]:
-        return {"type": "error", "error": {"type": self.anthropic_type, "message": self.message}}
+        return {
+            "type": "error",
+            "error": {"type": self.anthropic_type, "message": self.anthropic_message},
+        }
 
 
 class InvalidRequest(ApiError):
@@ -86,6 +96,7 @@ class Overloaded(ApiError):
     """The server cannot take the request now; the client should retry later."""
 
     status = 503
+    anthropic_status_override = 529
     openai_type = "server_error"
     anthropic_type = "overloaded_error"
     default_code = "overloaded"
@@ -102,6 +113,30 @@ class ModelLoading(Overloaded):
 class ModelLoadFailed(ApiError):
     status = 500
     default_code = "model_load_failed"
+
+
+class PoolFull(Overloaded):
+    """No resident model can be evicted to make room for the requested one (all busy/pinned)."""
+
+    default_code = "model_pool_full"
+
+
+class ModelBusy(ApiError):
+    """The model has requests in flight, so it cannot be unloaded now."""
+
+    status = 409
+    openai_type = "invalid_request_error"
+    anthropic_type = "invalid_request_error"
+    default_code = "model_busy"
+
+
+class ModelNotSupported(ApiError):
+    """The model's type or architecture has no loader here (yet)."""
+
+    status = 501
+    openai_type = "invalid_request_error"
+    anthropic_type = "invalid_request_error"
+    default_code = "model_not_supported"
 
 
 class InternalError(ApiError):

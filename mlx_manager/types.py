@@ -7,7 +7,9 @@ between the two, so the engine never sees a protocol's JSON.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 
 class FinishReason(enum.StrEnum):
@@ -15,6 +17,19 @@ class FinishReason(enum.StrEnum):
     LENGTH = "length"
     ABORT = "abort"
     ERROR = "error"
+    TOOL_CALLS = "tool_calls"  # set by the output parser when the reply is tool calls
+
+
+@dataclass(frozen=True, slots=True)
+class Constraint:
+    """A grammar the completion must match, enforced while sampling (constrained decoding).
+
+    `grammar` is an llguidance grammar; `tokenizer` the llguidance tokenizer of the model it
+    was compiled for (set by the engine client, never by a protocol converter).
+    """
+
+    grammar: str
+    tokenizer: Any = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,12 +49,53 @@ class SamplingParams:
     logit_bias: tuple[tuple[int, float], ...] = ()
     logprobs: bool = False
     top_logprobs: int = 0
+    constraint: Constraint | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: str  # a JSON object, as text
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    """A function the model may call; `parameters` is a JSON Schema of its arguments."""
+
+    name: str
+    description: str = ""
+    parameters: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+
+class ToolChoiceMode(enum.StrEnum):
+    AUTO = "auto"
+    NONE = "none"
+    REQUIRED = "required"  # some tool (Anthropic "any")
+    NAMED = "named"  # the tool named in ToolChoice.name
+
+
+@dataclass(frozen=True, slots=True)
+class ToolChoice:
+    mode: ToolChoiceMode = ToolChoiceMode.AUTO
+    name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseFormat:
+    """Structured output: any JSON object (`schema` None) or JSON matching `schema`."""
+
+    schema: Mapping[str, Any] | None = field(default=None, compare=False)
+    name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class ChatMessage:
-    role: str
+    role: str  # system, user, assistant, tool
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None  # role "tool": the call this answers
+    name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +110,10 @@ class GenerateRequest:
     prompt_tokens: tuple[int, ...] | None = None
     echo: bool = False
     priority: int = 0  # lower runs first (vLLM's convention)
+    tools: tuple[ToolSpec, ...] = ()
+    tool_choice: ToolChoice = ToolChoice()
+    parallel_tool_calls: bool = True
+    response_format: ResponseFormat | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +150,9 @@ class GenerationEvent:
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
     error: Exception | None = field(default=None, compare=False)
+    stop_sequence: str | None = None  # the stop string that ended generation
+    reasoning: str = ""  # thinking text, split from `text` by the output parser
+    tool_calls: tuple[ToolCall, ...] = ()  # complete calls parsed from the output
 
     @property
     def finished(self) -> bool:

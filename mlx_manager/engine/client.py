@@ -16,7 +16,9 @@ from mlx_manager.config import EngineConfig, ModelsConfig
 from mlx_manager.engine.core import EngineCore, EngineSnapshot
 from mlx_manager.engine.loop import EngineThread
 from mlx_manager.engine.prompt import completion_budget, prompt_ids_for
+from mlx_manager.engine.output_parser import OutputParser
 from mlx_manager.engine.request import EngineRequest
+from mlx_manager.engine.structured import prepare, tool_format_of
 from mlx_manager.errors import ModelLoading, ModelNotFound, Overloaded
 from mlx_manager.models.loaded import LoadedModel, load_text_model, resolve_spec_dir
 from mlx_manager.models.sources import ModelSpec
@@ -35,9 +37,12 @@ class EngineState(enum.StrEnum):
 class RequestStream:
     """Events of one submitted request; closing it early aborts the generation."""
 
-    def __init__(self, request: EngineRequest, thread: EngineThread) -> None:
+    def __init__(
+        self, request: EngineRequest, thread: EngineThread, parser: OutputParser | None = None
+    ) -> None:
         self.request = request
         self._thread = thread
+        self._parser = parser  # splits content, reasoning and tool calls
         self._queue: asyncio.Queue[GenerationEvent] = asyncio.Queue()
         self.loop = asyncio.get_running_loop()
         self._done = False
@@ -53,7 +58,7 @@ class RequestStream:
             while not self._done:
                 event = await self._queue.get()
                 self._done = event.finished
-                yield event
+                yield self._parser.feed(event) if self._parser is not None else event
         finally:
             self.abort()
 
@@ -124,7 +129,8 @@ class EngineClient:
         model = self.get_model(request.model)
         if self._thread.snapshot().waiting >= self._engine_config.max_waiting_requests:
             raise Overloaded("too many requests are waiting; retry later", retry_after_s=1)
-        prompt_ids = prompt_ids_for(model, request)
+        prepared = prepare(model, request)
+        prompt_ids = prepared.prompt_ids
         max_tokens = completion_budget(
             len(prompt_ids),
             request.sampling.max_tokens,
@@ -135,13 +141,18 @@ class EngineClient:
             request.request_id,
             model.model_id,
             tuple(prompt_ids),
-            request.sampling,
+            prepared.sampling,
             max_tokens,
             request.priority,
         )
-        stream = RequestStream(engine_request, self._thread)
+        stream = RequestStream(engine_request, self._thread, prepared.parser)
         self._thread.submit(engine_request, stream)
         return stream
+
+    def count_tokens(self, request: GenerateRequest) -> int:
+        """Prompt tokens of a request, rendered as `submit` would (tools included)."""
+        model = self.get_model(request.model)
+        return len(prompt_ids_for(model, request, tool_format_of(model, request)))
 
     def snapshot(self) -> EngineSnapshot:
         return self._thread.snapshot()

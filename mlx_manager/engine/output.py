@@ -61,6 +61,7 @@ class OutputBuilder:
             logprobs=tuple(self._pending_logprobs),
             finish_reason=reason,
             usage=self._usage() if reason is not None else None,
+            stop_sequence=self._matcher.matched if reason is FinishReason.STOP else None,
         )
         self._pending_ids.clear()
         self._pending_logprobs.clear()

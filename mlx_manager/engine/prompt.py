@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from jinja2 import TemplateError
 
+from mlx_manager.engine.chat_render import template_inputs
 from mlx_manager.errors import ContextLengthExceeded, InvalidRequest
 from mlx_manager.models.loaded import LoadedModel
+from mlx_manager.models.tool_formats import ToolFormat
 from mlx_manager.types import GenerateRequest
 
 
-def prompt_ids_for(model: LoadedModel, request: GenerateRequest) -> list[int]:
+def prompt_ids_for(
+    model: LoadedModel, request: GenerateRequest, tool_format: ToolFormat | None = None
+) -> list[int]:
     if request.prompt_tokens is not None:
         vocab = len(model.tokenizer)
         bad = [t for t in request.prompt_tokens if not 0 <= t < vocab]
@@ -20,9 +24,9 @@ def prompt_ids_for(model: LoadedModel, request: GenerateRequest) -> list[int]:
             )
         return list(request.prompt_tokens)
     if request.messages is not None:
-        messages = [{"role": m.role, "content": m.content} for m in request.messages]
+        messages, tools = template_inputs(request, tool_format)
         try:
-            return model.family.render_prompt(model.tokenizer, messages)
+            return model.family.render_prompt(model.tokenizer, messages, tools=tools)
         except TemplateError as exc:
             raise InvalidRequest(
                 f"the model's chat template rejected these messages: {exc}", param="messages"
@@ -41,6 +45,8 @@ def completion_budget(
                 f"messages resulted in {prompt_len} tokens. Please reduce the length of the "
                 "messages.",
                 param="messages",
+                anthropic_message=f"prompt is too long: {prompt_len} tokens > "
+                f"{context_length - 1} maximum",
             )
         return min(default_cap, context_length - prompt_len)
     if prompt_len + requested > context_length:
@@ -50,5 +56,15 @@ def completion_budget(
             f"{requested} in the completion). Please reduce the length of the messages or "
             "completion.",
             param="messages",
+            anthropic_message=_anthropic_too_long(prompt_len, requested, context_length),
         )
     return requested
+
+
+def _anthropic_too_long(prompt_len: int, requested: int, context_length: int) -> str:
+    if prompt_len >= context_length:
+        return f"prompt is too long: {prompt_len} tokens > {context_length - 1} maximum"
+    return (
+        f"input length and `max_tokens` exceed context limit: {prompt_len} + {requested} > "
+        f"{context_length}, decrease input length or `max_tokens` and try again"
+    )

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 @dataclass(slots=True)
 class StopStringMatcher:
     stops: tuple[str, ...]
+    matched: str | None = field(default=None, init=False)  # the stop string that was hit
     _held: str = field(default="", init=False)
 
     def feed(self, text: str) -> tuple[str, bool]:
@@ -25,6 +26,9 @@ class StopStringMatcher:
         )
         if first >= 0:
             self._held = ""
+            self.matched = min(
+                (s for s in self.stops if buffer.find(s) == first), key=len, default=None
+            )
             return buffer[:first], True
         keep = self._longest_stop_prefix_suffix(buffer)
         self._held = buffer[len(buffer) - keep :] if keep else ""

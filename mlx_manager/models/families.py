@@ -108,15 +108,20 @@ class ChatFamily:
         messages: list[dict[str, Any]],
         *,
         add_generation_prompt: bool = True,
+        tools: list[dict[str, Any]] | None = None,
     ) -> list[int]:
-        """Render ``messages`` with the chat template and return the prompt's token ids."""
+        """Render ``messages`` with the chat template and return the prompt's token ids.
+
+        ``tools`` (OpenAI function-tool dicts) go to templates that render tools themselves.
+        """
         prepared = self.prepare_messages(messages)
         try:
-            text = self._render(tokenizer, prepared, add_generation_prompt)
+            text = self._render(tokenizer, prepared, add_generation_prompt, tools)
         except TemplateError:
             if not any(m.get("role") == "system" for m in prepared):
                 raise
-            text = self._render(tokenizer, fold_system_messages(prepared), add_generation_prompt)
+            folded = fold_system_messages(prepared)
+            text = self._render(tokenizer, folded, add_generation_prompt, tools)
         # The template wrote any BOS itself: adding special tokens here would double it.
         return list(tokenizer.encode(text, add_special_tokens=False))
 
@@ -125,8 +130,14 @@ class ChatFamily:
         """The template used when the tokenizer has none."""
         return self.default_template or CHATML_TEMPLATE
 
-    def _render(self, tokenizer: Any, messages: list[dict[str, Any]], generation: bool) -> str:
-        kwargs: dict[str, Any] = {}
+    def _render(
+        self,
+        tokenizer: Any,
+        messages: list[dict[str, Any]],
+        generation: bool,
+        tools: list[dict[str, Any]] | None = None,
+    ) -> str:
+        kwargs: dict[str, Any] = {"tools": tools} if tools else {}
         # has_chat_template: mlx-lm's wrapper also counts its own renderers (chat_template_type).
         if tokenizer.chat_template is None and not getattr(tokenizer, "has_chat_template", False):
             kwargs["chat_template"] = self.fallback_template

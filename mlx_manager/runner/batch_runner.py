@@ -128,8 +128,11 @@ class BatchRunner:
             block_tables=mx.array(tables, dtype=mx.int32),
             mask=mask,
         )
-        logits = self.model(self._input_ids(chunks), cache=self.storage.views(meta))
-        return logits[:, -1, :]
+        logits = self.model(self._input_ids(chunks), cache=self.storage.views(meta))[:, -1, :]
+        # Schedule this forward now: the next forward's pool writes then find no pending
+        # reader of the pools and update them in place instead of copying whole pools.
+        mx.async_eval(logits, self.storage.keys, self.storage.values)
+        return logits
 
     def _sample(
         self, chunks: Seq[ScheduledChunk], logits: mx.array, samplers: dict[str, RequestSampler]

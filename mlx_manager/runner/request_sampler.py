@@ -5,6 +5,7 @@ its batch. The filters and processors are mlx-lm's; only the key handling is our
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 
@@ -21,7 +22,12 @@ class RequestSampler:
     def __init__(self, params: SamplingParams, vocab_size: int) -> None:
         self.params = params
         self.greedy = params.temperature == 0.0
-        self.processors: list[LogitsProcessor] = build_logits_processors(params)
+        # Penalties read the sampled history; the bias does not, so it never makes the
+        # engine wait for a step's values.
+        self.processors: list[LogitsProcessor] = build_logits_processors(
+            dataclasses.replace(params, logit_bias=())
+        )
+        self._bias = _bias_arrays(params, vocab_size)
         self._filters = _filters(params, vocab_size)
         seed = params.seed if params.seed is not None else int.from_bytes(os.urandom(7), "little")
         self._key = mx.random.key(seed)
@@ -29,10 +35,13 @@ class RequestSampler:
     @property
     def plain_greedy(self) -> bool:
         """Greedy with no processors: can share one argmax with others of its kind."""
-        return self.greedy and not self.processors
+        return self.greedy and not self.processors and self._bias is None
 
     def process(self, history: list[int], logits: mx.array) -> mx.array:
-        """Apply logits processors to one row `[1, vocab]`."""
+        """Apply the logit bias and the logits processors to one row `[1, vocab]`."""
+        if self._bias is not None:
+            indices, values = self._bias
+            logits = logits.at[:, indices].add(values)
         if not self.processors:
             return logits
         tokens = mx.array(history, dtype=mx.int32)
@@ -48,6 +57,14 @@ class RequestSampler:
             logprobs = apply(logprobs)
         self._key, step_key = mx.random.split(self._key)
         return mx.random.categorical(logprobs * (1.0 / self.params.temperature), key=step_key)
+
+
+def _bias_arrays(params: SamplingParams, vocab_size: int) -> tuple[mx.array, mx.array] | None:
+    pairs = [(token, bias) for token, bias in params.logit_bias if 0 <= token < vocab_size]
+    if not pairs:
+        return None
+    indices = mx.array([token for token, _ in pairs], dtype=mx.int32)
+    return indices, mx.array([bias for _, bias in pairs], dtype=mx.float32)
 
 
 def _filters(params: SamplingParams, vocab_size: int) -> list[Filter]:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 import mlx.core as mx
 from mlx_lm.sample_utils import make_logits_processors, make_sampler
 
+from mlx_manager.runner.grammar import GrammarProcessor
 from mlx_manager.types import SamplingParams
 
 Sampler = Callable[[mx.array], mx.array]
@@ -26,6 +27,14 @@ def build_sampler(params: SamplingParams) -> Sampler:
 
 
 def build_logits_processors(params: SamplingParams) -> list[LogitsProcessor]:
+    """mlx-lm's bias and penalty processors, then the grammar (last, so nothing re-allows)."""
+    processors = _mlx_lm_processors(params)
+    if params.constraint is not None:
+        processors.append(GrammarProcessor(params.constraint))
+    return processors
+
+
+def _mlx_lm_processors(params: SamplingParams) -> list[LogitsProcessor]:
     return make_logits_processors(
         logit_bias=dict(params.logit_bias) or None,
         repetition_penalty=params.repetition_penalty if params.repetition_penalty != 1.0 else None,

@@ -1,0 +1,141 @@
+"""Structured output and forced tool calls -> an llguidance grammar (a Constraint).
+
+Why llguidance: it works on any logits (we apply its token mask with ``mx.where``), it is a
+small Rust wheel with no dependencies (abi3 wheels for Linux x86_64 and macOS arm64), it
+computes masks in well under a millisecond, supports most of JSON Schema and lets a Lark
+grammar embed JSON schemas (``%json {...}``), which is how forced tool calls in each family's
+format are written. xgrammar needs torch (and triton on Linux); outlines builds a regex index
+per schema up front and pulls in far more.
+
+JSON is generated compact (no free whitespace): small models otherwise pad with newlines until
+max_tokens runs out.
+"""
+
+from __future__ import annotations
+
+import json
+import weakref
+from typing import Any
+
+import llguidance.hf
+from llguidance import LLMatcher, LLTokenizer
+
+from mlx_manager.errors import InvalidRequest, UnsupportedParameter
+from mlx_manager.models.loaded import LoadedModel
+from mlx_manager.models.tool_formats import HERMES, LLAMA3_JSON, MISTRAL, ToolFormat
+from mlx_manager.types import Constraint, GenerateRequest, ToolChoiceMode, ToolSpec
+
+_COMPACT = {"whitespace_flexible": False}
+_TOKENIZERS: weakref.WeakKeyDictionary[Any, LLTokenizer] = weakref.WeakKeyDictionary()
+
+
+def llg_tokenizer(model: LoadedModel) -> LLTokenizer:
+    """The model's llguidance tokenizer (built once per model, about a second)."""
+    cached = _TOKENIZERS.get(model.tokenizer)
+    if cached is None:
+        hf = getattr(model.tokenizer, "_tokenizer", model.tokenizer)
+        cached = llguidance.hf.from_tokenizer(hf, eos_token=sorted(model.stop_token_ids))
+        _TOKENIZERS[model.tokenizer] = cached
+    return cached
+
+
+def build_constraint(
+    model: LoadedModel, request: GenerateRequest, fmt: ToolFormat | None
+) -> Constraint | None:
+    """The grammar this request must follow, or None; a 400 if it cannot be enforced."""
+    lark, param = _lark(model, request, fmt)
+    if lark is None:
+        return None
+    tokenizer = llg_tokenizer(model)
+    grammar = LLMatcher.grammar_from_lark(lark)
+    error = LLMatcher.validate_grammar(grammar, tokenizer)
+    if error:
+        raise InvalidRequest(f"cannot enforce this {param}: {error}", param=param)
+    return Constraint(grammar, tokenizer)
+
+
+def _lark(
+    model: LoadedModel, request: GenerateRequest, fmt: ToolFormat | None
+) -> tuple[str | None, str]:
+    mode = request.tool_choice.mode
+    forced = request.tools and mode in (ToolChoiceMode.REQUIRED, ToolChoiceMode.NAMED)
+    answer = _json_rule(request)
+    if forced:
+        assert fmt is not None
+        return f"start: {_calls_rule(model, request, fmt)}", "tool_choice"
+    if answer is None:
+        return None, ""
+    if request.tools and mode is ToolChoiceMode.AUTO:
+        assert fmt is not None
+        return f"start: {answer} | {_calls_rule(model, request, fmt)}", "response_format"
+    return f"start: {answer}", "response_format"
+
+
+def _json_rule(request: GenerateRequest) -> str | None:
+    if request.response_format is None:
+        return None
+    schema = dict(request.response_format.schema or {"type": "object"})
+    return _json(schema)
+
+
+def _json(schema: dict[str, Any]) -> str:
+    guidance = {**_COMPACT, **(schema.get("x-guidance") or {})}
+    return "%json " + json.dumps({**schema, "x-guidance": guidance})
+
+
+def _chosen_tools(request: GenerateRequest) -> list[ToolSpec]:
+    if request.tool_choice.mode is ToolChoiceMode.NAMED:
+        return [t for t in request.tools if t.name == request.tool_choice.name]
+    return list(request.tools)
+
+
+def _call_schema(tools: list[ToolSpec], args_key: str) -> dict[str, Any]:
+    options = [
+        {
+            "type": "object",
+            "properties": {
+                "name": {"const": t.name},
+                args_key: dict(t.parameters) or {"type": "object"},
+            },
+            "required": ["name", args_key],
+            "additionalProperties": False,
+        }
+        for t in tools
+    ]
+    return options[0] if len(options) == 1 else {"anyOf": options}
+
+
+def _calls_rule(model: LoadedModel, request: GenerateRequest, fmt: ToolFormat) -> str:
+    tools = _chosen_tools(request)
+    many = request.parallel_tool_calls and request.tool_choice.mode is not ToolChoiceMode.NAMED
+    if fmt.grammar == HERMES:
+        call = f'("{_esc(fmt.start)}\\n" {_json(_call_schema(tools, "arguments"))} "\\n{_esc(fmt.end)}")'
+        return f'{call} ("\\n" {call})*' if many else call
+    if fmt.grammar == LLAMA3_JSON:
+        return _json(_call_schema(tools, "parameters"))
+    if fmt.grammar == MISTRAL:
+        items: dict[str, Any] = {
+            "type": "array",
+            "items": _call_schema(tools, "arguments"),
+            "minItems": 1,
+        }
+        if not many:
+            items["maxItems"] = 1
+        return f"{_token_literal(model, fmt.start)} {_json(items)}"
+    raise UnsupportedParameter(
+        f"tool_choice {request.tool_choice.mode.value!r} is not supported for this model's tool "
+        f"format ({fmt.name}); use tool_choice 'auto'",
+        param="tool_choice",
+    )
+
+
+def _esc(text: str) -> str:
+    return json.dumps(text)[1:-1]
+
+
+def _token_literal(model: LoadedModel, text: str) -> str:
+    """A marker as Lark: a special token by id (text cannot match it), else a string."""
+    token_id = model.tokenizer.get_vocab().get(text)
+    if token_id is not None and llg_tokenizer(model).is_special_token(token_id):
+        return f"<[{token_id}]>"
+    return json.dumps(text)

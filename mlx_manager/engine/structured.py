@@ -1,0 +1,62 @@
+"""Everything a chat request needs beyond sampling: prompt with tools, grammar, output parser.
+
+``prepare`` runs in the engine client before anything is queued, so a schema that cannot be
+enforced or a tool_choice naming no tool is a 400 before a stream starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from mlx_manager.engine.constraints import build_constraint
+from mlx_manager.engine.output_parser import OutputParser
+from mlx_manager.engine.prompt import prompt_ids_for
+from mlx_manager.models.loaded import LoadedModel
+from mlx_manager.models.tool_formats import ToolFormat, tool_format_for
+from mlx_manager.types import GenerateRequest, SamplingParams, ToolChoiceMode
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedRequest:
+    prompt_ids: list[int]
+    sampling: SamplingParams
+    parser: OutputParser | None
+
+
+def tool_format_of(model: LoadedModel, request: GenerateRequest) -> ToolFormat | None:
+    uses_tools = bool(request.tools) or any(
+        m.tool_calls or m.role == "tool" for m in request.messages or ()
+    )
+    if not uses_tools:
+        return None
+    return tool_format_for(model.tokenizer, model.family.name)
+
+
+def prepare(model: LoadedModel, request: GenerateRequest) -> PreparedRequest:
+    fmt = tool_format_of(model, request)
+    prompt_ids = prompt_ids_for(model, request, fmt)
+    constraint = build_constraint(model, request, fmt)
+    sampling = request.sampling
+    if constraint is not None:
+        sampling = dataclasses.replace(sampling, constraint=constraint)
+    return PreparedRequest(prompt_ids, sampling, _parser(model, request, fmt, prompt_ids))
+
+
+def _parser(
+    model: LoadedModel, request: GenerateRequest, fmt: ToolFormat | None, prompt_ids: list[int]
+) -> OutputParser | None:
+    if request.messages is None:
+        return None  # raw completions are returned as generated
+    tokenizer = model.tokenizer
+    think = None
+    in_reasoning = False
+    if getattr(tokenizer, "has_thinking", False):
+        think = (tokenizer.think_start, tokenizer.think_end)
+        in_reasoning = tokenizer.rfind_think_start(prompt_ids) > tokenizer.rfind_think_end(
+            prompt_ids
+        )
+    calls = request.tools and request.tool_choice.mode is not ToolChoiceMode.NONE
+    if think is None and not calls:
+        return None
+    return OutputParser(fmt if calls else None, think, in_reasoning)
