@@ -1,0 +1,102 @@
+"""Per-token cost of constrained decoding (llguidance) at batch 1 on the real SmolLM2.
+
+Decodes the same prompt for a fixed number of tokens with and without a JSON-schema grammar
+(mlx-lm's generate_step, greedy, OpenBLAS float32 weights as the server runs them on CPU)
+and reports ms/token for each, the overhead, and the mask computation's own share. The
+schema's string has a minLength so the grammar never ends before the token budget.
+
+    LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libopenblas.so.0 .venv/bin/python \
+        benchmarks/constrained_overhead.py --tokens 64 --repeats 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from types import SimpleNamespace
+from typing import Any
+
+import mlx.core as mx
+import mlx_lm
+from mlx_lm.generate import generate_step
+from mlx_lm.sample_utils import make_sampler
+
+from mlx_manager.engine.constraints import build_constraint
+from mlx_manager.models.cpu_precision import densify_for_cpu
+from mlx_manager.models.default_model import ensure_embedded_model
+from mlx_manager.models.families import CHATML
+from mlx_manager.runner.grammar import GrammarProcessor
+from mlx_manager.types import ChatMessage, GenerateRequest, ResponseFormat, SamplingParams
+
+SCHEMA = {
+    "type": "object",
+    "properties": {"story": {"type": "string", "minLength": 4000}},
+    "required": ["story"],
+}
+PROMPT = "Write a long story about a dragon, as JSON with a 'story' field."
+
+
+class TimedProcessor:
+    def __init__(self, inner: GrammarProcessor) -> None:
+        self.inner = inner
+        self.seconds = 0.0
+        self.calls = 0
+
+    def __call__(self, tokens: mx.array, logits: mx.array) -> mx.array:
+        start = time.perf_counter()
+        out = self.inner(tokens, logits)
+        self.seconds += time.perf_counter() - start
+        self.calls += 1
+        return out
+
+
+def decode_ms_per_token(model: Any, prompt: list[int], tokens: int, processors: list[Any]) -> float:
+    steps = generate_step(
+        mx.array(prompt, dtype=mx.uint32),
+        model,
+        max_tokens=tokens + 1,
+        sampler=make_sampler(temp=0.0),
+        logits_processors=processors,
+    )
+    next(steps)  # prefill and the first token
+    start = time.perf_counter()
+    count = sum(1 for _ in steps)
+    return (time.perf_counter() - start) * 1000 / count
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    model, tokenizer = mlx_lm.load(str(ensure_embedded_model()))[:2]
+    densify_for_cpu(model, 2.0)
+    prompt = CHATML.render_prompt(tokenizer, [{"role": "user", "content": PROMPT}])
+    loaded = SimpleNamespace(tokenizer=tokenizer, stop_token_ids=CHATML.stop_token_ids(tokenizer))
+    request = GenerateRequest(
+        "bench",
+        "smol",
+        SamplingParams(),
+        messages=(ChatMessage("user", PROMPT),),
+        response_format=ResponseFormat(SCHEMA),
+    )
+    constraint = build_constraint(loaded, request, None)  # type: ignore[arg-type]
+    assert constraint is not None
+    decode_ms_per_token(model, prompt, 8, [])  # warm up
+    plain, constrained, mask = [], [], []
+    for _ in range(args.repeats):
+        plain.append(decode_ms_per_token(model, prompt, args.tokens, []))
+        timed = TimedProcessor(GrammarProcessor(constraint))
+        constrained.append(decode_ms_per_token(model, prompt, args.tokens, [timed]))
+        mask.append(timed.seconds * 1000 / timed.calls)
+    p, c, m = (statistics.median(x) for x in (plain, constrained, mask))
+    print(f"tokens per run: {args.tokens}, repeats: {args.repeats} (medians)")
+    print(f"unconstrained decode: {p:7.2f} ms/token")
+    print(f"constrained decode:   {c:7.2f} ms/token")
+    print(f"overhead:             {c - p:7.2f} ms/token ({(c - p) / p * 100:+.1f}%)")
+    print(f"grammar processor:    {m:7.2f} ms/call ({m / p * 100:.1f}% of a plain token)")
+
+
+if __name__ == "__main__":
+    main()

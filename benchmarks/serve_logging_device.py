@@ -1,0 +1,41 @@
+"""Run `mlx_manager.cli` after logging, from the server process itself, where MLX computes.
+
+    python benchmarks/serve_logging_device.py serve --model DIR --port N
+
+is `python -m mlx_manager.cli serve --model DIR --port N` plus one stderr line first:
+`[serve_logging_device] pid=... mlx=... default_device=Device(gpu, 0)`. single_stream.py starts
+the server this way so its JSON records the server's device (a server that silently fell back
+to the CPU would make a GPU comparison meaningless).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+# The mlx_manager to run: single_stream.py names it (--src); else this checkout.
+sys.path.insert(
+    0, os.environ.get("BENCH_MLX_MANAGER_SRC") or str(Path(__file__).resolve().parents[1])
+)
+
+import mlx.core as mx
+
+from mlx_manager import cli
+
+PREFIX = "[serve_logging_device]"
+
+
+def main() -> int:
+    version = getattr(mx, "__version__", "?")
+    print(
+        f"{PREFIX} pid={os.getpid()} mlx={version} default_device={mx.default_device()} "
+        f"mlx_manager={Path(cli.__file__).parent}",
+        file=sys.stderr,
+        flush=True,
+    )
+    return cli.main(sys.argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
