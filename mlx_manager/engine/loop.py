@@ -13,6 +13,7 @@ import contextlib
 import logging
 import queue
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -53,6 +54,7 @@ class _Call:
 
 
 _STOP = object()
+SNAPSHOT_PERIOD_S = 0.05
 
 
 class EngineThread:
@@ -63,6 +65,7 @@ class EngineThread:
         self._core = EngineCore(config, self._dispatch)
         self._thread = threading.Thread(target=self._run, name="mlx-engine", daemon=True)
         self._snapshot = self._core.snapshot()
+        self._snapshot_at = time.monotonic()
 
     def start(self) -> None:
         self._thread.start()
@@ -101,13 +104,20 @@ class EngineThread:
                 if not self._inbox.empty():
                     continue  # take every pending message before the next token
                 self._flush()
-                self._snapshot = self._core.snapshot()
+                self._publish_snapshot()
             try:
                 self._core.step()
             except Exception:  # never let the engine thread die
                 log.exception("engine step failed")
             self._flush()
+            self._publish_snapshot()
+
+    def _publish_snapshot(self) -> None:
+        """At most every SNAPSHOT_PERIOD_S while busy (it is read rarely), and when idle."""
+        now = time.monotonic()
+        if now - self._snapshot_at >= SNAPSHOT_PERIOD_S or not self._core.has_work():
             self._snapshot = self._core.snapshot()
+            self._snapshot_at = now
 
     def _handle(self, message: object) -> None:
         if isinstance(message, _Submit):

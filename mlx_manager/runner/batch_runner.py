@@ -16,6 +16,7 @@ import mlx.core as mx
 from mlx_manager.engine.scheduler import ScheduledChunk, SchedulerOutput
 from mlx_manager.kv.paged_storage import PagedKVStorage, StepMeta
 from mlx_manager.runner.generation import StepOutput
+from mlx_manager.runner.last_logits import last_position_logits
 from mlx_manager.runner.request_sampler import RequestSampler
 
 PENDING_TOKEN = -1  # a sampled token whose value is still on the device
@@ -34,6 +35,28 @@ class Launched:
 
     pending: list[_Pending]
     tokens: mx.array | None  # [len(pending)] sampled ids, lazy
+
+
+# A prefill chunk joins a batched forward when it is at least this fraction of the longest
+# chunk there (bounding the padding), and a forward holds at most this many (padded) tokens.
+_MIN_FILL = 0.75
+_MAX_FORWARD_TOKENS = 8192
+
+
+def group_prefills(chunks: Seq[ScheduledChunk]) -> list[list[ScheduledChunk]]:
+    """Batch prefill chunks of similar length into shared forward passes."""
+    groups: list[list[ScheduledChunk]] = []
+    for chunk in sorted(chunks, key=lambda c: -c.num_tokens):
+        group = groups[-1] if groups else None
+        if (
+            group is not None
+            and chunk.num_tokens >= _MIN_FILL * group[0].num_tokens
+            and (len(group) + 1) * group[0].num_tokens <= _MAX_FORWARD_TOKENS
+        ):
+            group.append(chunk)
+        else:
+            groups.append([chunk])
+    return groups
 
 
 class BatchRunner:
@@ -65,10 +88,12 @@ class BatchRunner:
                 decodes = [decodes[i] for i in rows]
             if decodes:
                 pending += self._sample(decodes, logits, samplers)
-        for chunk in prefills:
-            logits = self._forward([chunk])
-            if chunk.samples:
-                pending += self._sample([chunk], logits, samplers)
+        for group in group_prefills(prefills):
+            logits = self._forward(group)
+            rows = [i for i, c in enumerate(group) if c.samples]
+            if rows:
+                chosen = logits if len(rows) == len(group) else logits[mx.array(rows)]
+                pending += self._sample([group[i] for i in rows], chosen, samplers)
         tokens = mx.stack([p.token for p in pending]) if pending else None
         extra = [p.logprobs for p in pending if p.logprobs is not None]
         mx.async_eval(
@@ -93,9 +118,13 @@ class BatchRunner:
             for p, token in zip(launched.pending, token_ids, strict=True)
         }
 
-    def _input_ids(self, chunks: Seq[ScheduledChunk]) -> mx.array:
-        """[B, L] input ids; a pending (still on-device) token is taken from the last step."""
-        rows = [c.seq.all_ids[c.start : c.start + c.num_tokens] for c in chunks]
+    def _input_ids(self, chunks: Seq[ScheduledChunk], length: int) -> mx.array:
+        """[B, L] input ids (right-padded with 0); a pending (still on-device) token is taken
+        from the last step."""
+        rows = [
+            c.seq.all_ids[c.start : c.start + c.num_tokens] + [0] * (length - c.num_tokens)
+            for c in chunks
+        ]
         known = mx.array(rows, dtype=mx.int32)
         if all(PENDING_TOKEN not in row for row in rows):
             return known
@@ -106,13 +135,16 @@ class BatchRunner:
         return mx.where(known == PENDING_TOKEN, fetched.astype(mx.int32), known)
 
     def _forward(self, chunks: Seq[ScheduledChunk]) -> mx.array:
-        """Logits of each chunk's last position: [B, vocab] (lazy)."""
+        """Logits of each chunk's last position: [B, vocab] (lazy). Chunks of different
+        lengths are right-padded; padded positions write to the null block, never read."""
         block_size = self.storage.block_size
-        length = chunks[0].num_tokens
+        length = max(c.num_tokens for c in chunks)
         slots = [
             c.block_ids[pos // block_size] * block_size + pos % block_size
+            if pos < c.start + c.num_tokens
+            else 0
             for c in chunks
-            for pos in range(c.start, c.start + c.num_tokens)
+            for pos in range(c.start, c.start + length)
         ]
         blocks_needed = max(-(-(c.start + c.num_tokens) // block_size) for c in chunks)
         tables = [list(c.block_ids[:blocks_needed]) for c in chunks]
@@ -128,7 +160,11 @@ class BatchRunner:
             block_tables=mx.array(tables, dtype=mx.int32),
             mask=mask,
         )
-        logits = self.model(self._input_ids(chunks), cache=self.storage.views(meta))[:, -1, :]
+        ragged = any(c.num_tokens != length for c in chunks)
+        last = mx.array([c.num_tokens - 1 for c in chunks], dtype=mx.int32) if ragged else None
+        logits = last_position_logits(
+            self.model, self._input_ids(chunks, length), self.storage.views(meta), last
+        )
         # Schedule this forward now: the next forward's pool writes then find no pending
         # reader of the pools and update them in place instead of copying whole pools.
         mx.async_eval(logits, self.storage.keys, self.storage.values)

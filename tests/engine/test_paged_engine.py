@@ -154,3 +154,15 @@ def test_prompt_larger_than_pool_is_rejected(tiny: LoadedModel) -> None:
     engine = make_engine(tiny, blocks=4)
     with pytest.raises(InvalidRequest):
         engine.add(request("big", prompt(3, 200)))
+
+
+def test_prefill_chunks_of_similar_length_share_a_forward() -> None:
+    from mlx_manager.engine.scheduler import ScheduledChunk
+    from mlx_manager.engine.sequence import Sequence
+    from mlx_manager.runner.batch_runner import group_prefills
+
+    def chunk(n: int) -> ScheduledChunk:
+        return ScheduledChunk(Sequence(f"s{n}", list(range(n)), 4), 0, n, (1,), True)
+
+    groups = group_prefills([chunk(n) for n in (100, 512, 500, 90, 400, 20)])
+    assert [[c.num_tokens for c in g] for g in groups] == [[512, 500, 400], [100, 90], [20]]
