@@ -1,4 +1,4 @@
-"""`mlx-manager` command line: serve, convert-gguf.
+"""`mlx-manager` command line: serve, models, convert-gguf.
 
 Flags are generated from the Settings fields, so every flag has an env var and a config key.
 """
@@ -54,6 +54,26 @@ def add_settings_flags(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, type=converter, metavar=name.upper(), **kwargs)
 
 
+POOL_HELP = (
+    "Model pool: every --model is loaded at startup. Models found by --model-dir or "
+    "--scan-hf-cache, and --model entries beyond the limits (--max-models, --max-memory-gb, "
+    "--memory-limit-pct), load on their first request, evicting the least recently used idle "
+    "model; a model with requests in flight is never evicted, and when nothing can be evicted "
+    "the answer is 503 with Retry-After. --pin'd models load at startup and are never evicted; "
+    "--keep-alive unloads models idle that long. Admin: GET /admin/models/status, "
+    "POST /admin/models/load/{id} (load and pin), POST /admin/models/unload/{id}."
+)
+
+
+def _add_config_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=os.environ.get(ENV_PREFIX + "CONFIG"),
+        help=f"Config file (YAML, TOML or JSON). [env {ENV_PREFIX}CONFIG]",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mlx-manager", description="Multi-model LLM inference server on Apple MLX."
@@ -66,14 +86,22 @@ def build_parser() -> argparse.ArgumentParser:
             "Start the server. Precedence: flags > environment (MLX_MANAGER_*) > config "
             "file (--config, YAML/TOML/JSON with the same keys, underscores) > defaults."
         ),
+        epilog=POOL_HELP,
     )
-    serve.add_argument(
-        "--config",
-        type=Path,
-        default=os.environ.get(ENV_PREFIX + "CONFIG"),
-        help=f"Config file (YAML, TOML or JSON). [env {ENV_PREFIX}CONFIG]",
-    )
+    _add_config_flag(serve)
     add_settings_flags(serve)
+    models = commands.add_parser(
+        "models",
+        help="List the models the server serves (or would serve with these settings).",
+        description=(
+            "List the models that the same settings would serve (nothing is loaded or "
+            "downloaded), or, with --url, what a running server serves."
+        ),
+    )
+    _add_config_flag(models)
+    models.add_argument("--url", help="Ask a running server, e.g. http://127.0.0.1:8080.")
+    models.add_argument("--json", action="store_true", help="Print JSON instead of a table.")
+    add_settings_flags(models)
     convert = commands.add_parser(
         "convert-gguf", help="Convert a llama-architecture GGUF file into an MLX model directory."
     )
@@ -137,6 +165,22 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def models_command(args: argparse.Namespace) -> int:
+    from mlx_manager.pool.listing import render, rows_from_server, rows_from_settings
+
+    try:
+        if args.url:
+            rows = rows_from_server(args.url)
+        else:
+            flags = {k: v for k, v in vars(args).items() if k in Settings.model_fields}
+            rows = rows_from_settings(load_settings(flags, args.config))
+    except (ValidationError, ValueError, OSError) as exc:
+        print(f"mlx-manager: {exc}", file=sys.stderr)
+        return 2
+    print(render(rows, args.json))
+    return 0
+
+
 def convert_gguf_command(args: argparse.Namespace) -> int:
     from mlx_manager.models.default_model import default_scale_dtype
     from mlx_manager.models.gguf_convert import convert_gguf
@@ -164,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         _maybe_reexec_with_openblas(argv)
         return serve(args)
+    if args.command == "models":
+        return models_command(args)
     return convert_gguf_command(args)
 
 

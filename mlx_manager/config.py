@@ -33,6 +33,8 @@ class ServerConfig(BaseModel):
     port: int
     max_request_bytes: int
     log_level: str
+    api_key: str | None = None
+    model_aliases: tuple[str, ...] = ()  # NAME=MODEL_ID
 
 
 class ModelsConfig(BaseModel):
@@ -200,8 +202,22 @@ class Settings(BaseSettings):
         10.0, gt=0, description="Seconds to wait for the Hugging Face hub before giving up."
     )
     log_level: str = Field("info", description="Log level: debug, info, warning, error.")
+    api_key: str | None = Field(
+        None,
+        description=(
+            "When set, every /v1 route requires this key (OpenAI: Authorization: Bearer; "
+            "Anthropic: x-api-key or Bearer). Default: no auth."
+        ),
+    )
+    model_alias: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "Map a requested model name to a served model: NAME=MODEL_ID (e.g. "
+            "claude-sonnet-4-6=SmolLM2-135M-Instruct). Repeatable."
+        ),
+    )
 
-    @field_validator("model", "model_dir", "pin", "model_keep_alive", mode="before")
+    @field_validator("model", "model_dir", "pin", "model_keep_alive", "model_alias", mode="before")
     @classmethod
     def _split_models(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -213,6 +229,15 @@ class Settings(BaseSettings):
     def _check_keep_alives(cls, value: list[str]) -> list[str]:
         for item in value:
             _parse_keep_alive(item)
+        return value
+
+    @field_validator("model_alias")
+    @classmethod
+    def _check_aliases(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            name, sep, target = entry.partition("=")
+            if not (sep and name.strip() and target.strip()):
+                raise ValueError(f"model alias {entry!r} is not NAME=MODEL_ID")
         return value
 
     @field_validator("log_level")
@@ -229,6 +254,8 @@ class Settings(BaseSettings):
             port=self.port,
             max_request_bytes=self.max_request_bytes,
             log_level=self.log_level,
+            api_key=self.api_key,
+            model_aliases=tuple(self.model_alias),
         )
 
     def models(self) -> ModelsConfig:

@@ -112,7 +112,7 @@ class GenerateRequest:
     priority: int = 0  # lower runs first (vLLM's convention)
     tools: tuple[ToolSpec, ...] = ()
     tool_choice: ToolChoice = ToolChoice()
-    parallel_tool_calls: bool = True
+    parallel_tool_calls: bool | None = None  # None: the client did not say
     response_format: ResponseFormat | None = None
 
 
@@ -168,3 +168,25 @@ class ModelInfo:
     context_length: int
     family: str
     path: str
+    model_type: str = "text"  # text, vision, embeddings
+    size_bytes: int = 0  # on disk
+    loaded: bool = True
+    pinned: bool = False
+
+
+def merge_events(events: list[GenerationEvent]) -> GenerationEvent:
+    """Consecutive events of one request as one (text, tokens and logprobs joined; the end,
+    usage and error of the last). Lets a slow reader send one chunk instead of many."""
+    last = events[-1]
+    return GenerationEvent(
+        request_id=last.request_id,
+        text="".join(e.text for e in events),
+        token_ids=tuple(t for e in events for t in e.token_ids),
+        logprobs=tuple(lp for e in events for lp in e.logprobs),
+        finish_reason=last.finish_reason,
+        usage=last.usage,
+        error=last.error,
+        stop_sequence=last.stop_sequence,
+        reasoning="".join(e.reasoning for e in events),
+        tool_calls=tuple(call for e in events for call in e.tool_calls),
+    )

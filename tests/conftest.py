@@ -5,16 +5,20 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import anthropic
 import openai
 import pytest
 
 from mlx_manager.models.default_model import DEFAULT_MODEL_NAME, ensure_embedded_model
+from tests.fixtures.pool_models import pool_model_root
 from tests.fixtures.server import ServerProcess
 from tests.fixtures.tiny_models import tiny_model_dirs
 
-__all__ = ["tiny_model_dirs"]  # a session fixture shared by every test package
+# Session fixtures shared by every test package.
+__all__ = ["pool_model_root", "tiny_model_dirs"]
 
 MODEL = DEFAULT_MODEL_NAME
+ALIAS = "claude-sonnet-4-6"  # the session server maps this name to MODEL
 # Small enough that a test can exceed it cheaply.
 TEST_BODY_LIMIT = 200_000
 
@@ -27,12 +31,23 @@ def smollm2_dir() -> Path:
 @pytest.fixture(scope="session")
 def server(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     process = ServerProcess(
-        "--max-request-bytes", str(TEST_BODY_LIMIT), log_dir=tmp_path_factory.mktemp("server")
+        "--max-request-bytes",
+        str(TEST_BODY_LIMIT),
+        "--model-alias",
+        f"{ALIAS}={MODEL}",
+        log_dir=tmp_path_factory.mktemp("server"),
     )
     try:
         yield process.wait_ready()
     finally:
         process.stop()
+
+
+@pytest.fixture(scope="session")
+def anthropic_client(server: ServerProcess) -> anthropic.Anthropic:
+    return anthropic.Anthropic(
+        base_url=server.base_url, api_key="unused", max_retries=0, timeout=120
+    )
 
 
 @pytest.fixture(scope="session")

@@ -9,24 +9,28 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from mlx_manager.api import openai_routes, system_routes
+from mlx_manager.api import admin_routes, anthropic_routes, openai_routes, system_routes
+from mlx_manager.api.auth import ApiKeyMiddleware
 from mlx_manager.api.errors import install_error_handlers
 from mlx_manager.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from mlx_manager.config import Settings
 from mlx_manager.engine.client import EngineClient
 from mlx_manager.models.loaded import default_spec
 from mlx_manager.models.sources import parse_model_spec
+from mlx_manager.routing.aliases import AliasTable
 
 log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None) -> FastAPI:
     """Build the app. `on_fatal` is called if the startup models fail to load."""
-    specs = [parse_model_spec(text) for text in settings.model] or [default_spec()]
+    specs = [parse_model_spec(text) for text in settings.model]
+    if not specs and not settings.model_dir:
+        specs = [default_spec()]  # nothing configured: the embedded model
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = EngineClient(settings.engine(), settings.models())
+        engine = EngineClient(settings.engine(), settings.models(), settings.pool())
         app.state.engine = engine
         loading = asyncio.create_task(_load(engine))
         try:
@@ -47,7 +51,13 @@ def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None
     install_error_handlers(app)
     app.include_router(system_routes.router)
     app.include_router(openai_routes.router)
-    # Added last = outermost: the request id also marks 413 answers.
-    app.add_middleware(BodyLimitMiddleware, limit=settings.server().max_request_bytes)
+    app.include_router(anthropic_routes.router)
+    app.include_router(admin_routes.router)
+    server = settings.server()
+    app.state.aliases = AliasTable.parse(server.model_aliases)
+    # Added last = outermost: the request id also marks 401 and 413 answers.
+    app.add_middleware(BodyLimitMiddleware, limit=server.max_request_bytes)
+    if server.api_key:
+        app.add_middleware(ApiKeyMiddleware, api_key=server.api_key)
     app.add_middleware(RequestIdMiddleware)
     return app

@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from mlx_manager.api.dialect import is_anthropic
 from mlx_manager.errors import (
     ApiError,
     InternalError,
@@ -22,12 +23,11 @@ log = logging.getLogger(__name__)
 
 
 def error_response(request: Request, error: ApiError) -> JSONResponse:
-    body = error.anthropic_body() if _is_anthropic(request) else error.openai_body()
-    return JSONResponse(body, status_code=error.status, headers=error.headers)
-
-
-def _is_anthropic(request: Request) -> bool:
-    return request.url.path.startswith("/v1/messages")
+    if is_anthropic(request.scope):
+        body, status = error.anthropic_body(), error.anthropic_status
+    else:
+        body, status = error.openai_body(), error.status
+    return JSONResponse(body, status_code=status, headers=error.headers)
 
 
 def validation_error(exc: RequestValidationError) -> ApiError:

@@ -8,7 +8,8 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mlx_manager.errors import RequestTooLarge
+from mlx_manager.api.dialect import is_anthropic
+from mlx_manager.errors import ApiError, RequestTooLarge
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -30,11 +31,12 @@ class RequestIdMiddleware:
         incoming = dict(scope.get("headers", [])).get(b"x-request-id", b"").decode("latin-1")
         request_id = incoming if _SAFE_ID.match(incoming) else f"req_{uuid.uuid4().hex}"
         scope.setdefault("state", {})["request_id"] = request_id
-        header = (b"x-request-id", request_id.encode())
+        # x-request-id for OpenAI clients, request-id for Anthropic's SDK.
+        headers = [(b"x-request-id", request_id.encode()), (b"request-id", request_id.encode())]
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), header]
+                message["headers"] = [*message.get("headers", []), *headers]
             await send(message)
 
         await self.app(scope, receive, send_with_id)
@@ -95,17 +97,18 @@ class BodyLimitMiddleware:
         return f"Request body exceeds the limit of {self.limit} bytes."
 
     async def _reject(self, scope: Scope, send: Send) -> None:
-        error = RequestTooLarge(self._message())
-        anthropic = str(scope.get("path", "")).startswith("/v1/messages")
-        body = json.dumps(error.anthropic_body() if anthropic else error.openai_body()).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": error.status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await send_error(scope, send, RequestTooLarge(self._message()))
+
+
+async def send_error(scope: Scope, send: Send, error: ApiError) -> None:
+    """Answer with `error` in the caller's dialect, straight from ASGI middleware."""
+    anthropic = is_anthropic(scope)
+    body = json.dumps(error.anthropic_body() if anthropic else error.openai_body()).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        *((k.lower().encode(), v.encode()) for k, v in error.headers.items()),
+    ]
+    status = error.anthropic_status if anthropic else error.status
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -1,7 +1,11 @@
-"""OpenAI-compatible routes: models, chat completions, legacy completions."""
+"""OpenAI-compatible routes: models, chat completions, legacy completions.
+
+`/v1/models` answers in Anthropic's shape when the request carries `anthropic-version`.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -10,13 +14,17 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
+from mlx_manager.api.deps import engine_of, served_model
+from mlx_manager.api.dialect import is_anthropic
 from mlx_manager.api.middleware import request_id_of
 from mlx_manager.api.streaming import ClientDisconnected, collect, raise_if_failed, sse_response
-from mlx_manager.engine.client import EngineClient, RequestStream
+from mlx_manager.engine.client import RequestStream
 from mlx_manager.errors import InternalError, UnsupportedParameter
+from mlx_manager.protocols import anthropic_convert as anthropic
 from mlx_manager.protocols import openai_convert as convert
 from mlx_manager.protocols.openai_schemas import ChatCompletionRequest, CompletionRequest
-from mlx_manager.types import FinishReason, GenerationEvent, TokenLogprob, Usage
+from mlx_manager.protocols.openai_stream import ChatStreamEncoder
+from mlx_manager.types import FinishReason, GenerationEvent, ModelInfo, TokenLogprob, Usage
 
 router = APIRouter()
 
@@ -24,30 +32,40 @@ router = APIRouter()
 _CLIENT_CLOSED = 499
 
 
-def engine_of(request: Request) -> EngineClient:
-    client: EngineClient = request.app.state.engine
-    return client
-
-
 @router.get("/v1/models")
 async def list_models(request: Request) -> dict[str, Any]:
     infos = engine_of(request).model_infos()
-    return {
-        "object": "list",
-        "data": [convert.model_card(i.model_id, i.created, i.context_length) for i in infos],
-    }
+    if is_anthropic(request.scope):
+        return anthropic.model_list([anthropic.model_info(i.model_id, i.created) for i in infos])
+    return {"object": "list", "data": [_card(i.model_id, i) for i in infos]}
 
 
 @router.get("/v1/models/{model_id:path}")
 async def get_model(model_id: str, request: Request) -> dict[str, Any]:
-    model = engine_of(request).get_model(model_id)
-    return convert.model_card(model.model_id, model.created, model.context_length)
+    model = engine_of(request).model_info(served_model(request, model_id))
+    if is_anthropic(request.scope):
+        return anthropic.model_info(model_id, model.created)
+    return _card(model_id, model)
+
+
+def _card(model_id: str, info: ModelInfo) -> dict[str, Any]:
+    """The OpenAI card plus what the pool knows: type, size on disk, loaded, pinned."""
+    return convert.model_card(
+        model_id,
+        info.created,
+        info.context_length,
+        type=info.model_type,
+        size_bytes=info.size_bytes,
+        loaded=info.loaded,
+        pinned=info.pinned,
+    )
 
 
 @router.post("/v1/chat/completions", response_model=None)
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
     internal = convert.chat_request_to_internal(body, request_id_of(request.scope))
-    stream = engine_of(request).submit(internal)
+    internal = dataclasses.replace(internal, model=served_model(request, body.model))
+    stream = await engine_of(request).submit(internal)
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     if body.stream:
@@ -68,6 +86,8 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
             reason,
             usage,
             logprobs if body.logprobs else None,
+            reasoning="".join(e.reasoning for e in events),
+            calls=[c for e in events for c in e.tool_calls],
         )
     )
 
@@ -75,9 +95,10 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
 @router.post("/v1/completions", response_model=None)
 async def completions(body: CompletionRequest, request: Request) -> Response:
     internal = convert.completion_request_to_internal(body, request_id_of(request.scope))
+    internal = dataclasses.replace(internal, model=served_model(request, body.model))
     if internal.echo and internal.prompt_text is None:
         raise UnsupportedParameter("echo is supported for text prompts only", param="echo")
-    stream = engine_of(request).submit(internal)
+    stream = await engine_of(request).submit(internal)
     completion_id = f"cmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     prefix = internal.prompt_text if internal.echo else ""
@@ -120,24 +141,17 @@ def _error_chunk(event: GenerationEvent) -> dict[str, Any]:
 async def _chat_chunks(
     stream: RequestStream, completion_id: str, model: str, created: int, include_usage: bool
 ) -> AsyncIterator[dict[str, Any] | str]:
-    def chunk(delta: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-        return convert.chat_chunk(
-            completion_id, model, created, delta, with_usage_field=include_usage, **kwargs
-        )
-
-    want_logprobs = stream.request.sampling.logprobs
-    yield chunk({"role": "assistant", "content": ""})
+    encoder = ChatStreamEncoder(
+        completion_id, model, created, include_usage, stream.request.sampling.logprobs
+    )
+    for chunk in encoder.start():
+        yield chunk
     async for event in stream:
         if event.error is not None:
             yield _error_chunk(event)
             break
-        if event.text or (want_logprobs and event.logprobs):
-            logprobs = list(event.logprobs) if want_logprobs else None
-            yield chunk({"content": event.text}, logprobs=logprobs)
-        if event.finished:
-            yield chunk({}, reason=event.finish_reason)
-            if include_usage and event.usage is not None:
-                yield convert.chat_usage_chunk(completion_id, model, created, event.usage)
+        for chunk in encoder.feed(event):
+            yield chunk
     yield "[DONE]"
 
 

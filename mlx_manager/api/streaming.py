@@ -7,7 +7,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from sse_starlette.sse import EventSourceResponse
+from sse_starlette.sse import EventSourceResponse, ServerSentEvent
 from starlette.requests import Request
 
 from mlx_manager.engine.client import RequestStream
@@ -30,6 +30,19 @@ def sse_response(chunks: AsyncIterator[dict[str, Any] | str]) -> EventSourceResp
             yield {"data": data}
 
     return EventSourceResponse(frames(), ping=PING_SECONDS)
+
+
+def anthropic_sse_response(events: AsyncIterator[dict[str, Any]]) -> EventSourceResponse:
+    """Anthropic-style SSE: `event: <type>` + `data: <json>`, and `ping` events meanwhile."""
+
+    async def frames() -> AsyncIterator[ServerSentEvent]:
+        async for event in events:
+            yield ServerSentEvent(json.dumps(event, ensure_ascii=False), event=event["type"])
+
+    def ping() -> ServerSentEvent:
+        return ServerSentEvent(json.dumps({"type": "ping"}), event="ping")
+
+    return EventSourceResponse(frames(), ping=PING_SECONDS, ping_message_factory=ping)
 
 
 async def collect(request: Request, stream: RequestStream) -> list[GenerationEvent]:

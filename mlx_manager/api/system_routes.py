@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from mlx_manager.api.openai_routes import engine_of
+from mlx_manager.api.deps import engine_of
 from mlx_manager.engine.client import EngineState
 
 router = APIRouter()
@@ -19,7 +19,7 @@ async def health(request: Request) -> JSONResponse:
     engine = engine_of(request)
     body: dict[str, Any] = {
         "status": engine.state.value,
-        "models": [info.model_id for info in engine.model_infos()],
+        "models": [info.model_id for info in engine.model_infos() if info.loaded],
     }
     if engine.load_error:
         body["error"] = engine.load_error

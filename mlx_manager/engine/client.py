@@ -1,7 +1,9 @@
-"""The asyncio side of the engine: load models, submit requests, stream events, abort.
+"""The asyncio side of the engine: submit requests, stream events, abort; the model pool.
 
 The API layer knows only this class. Requests are validated and tokenized here, before
-anything is queued, so a bad request fails with a 4xx before a stream starts.
+anything is queued, so a bad request fails with a 4xx before a stream starts. Each request
+holds a pool lease on its model from submit to its final event, so a model with requests in
+flight is never evicted; a model that is not resident is loaded (once) on its first request.
 """
 
 from __future__ import annotations
@@ -10,19 +12,22 @@ import asyncio
 import enum
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
 
-from mlx_manager.config import EngineConfig, ModelsConfig
-from mlx_manager.engine.core import EngineCore, EngineSnapshot
+from mlx_manager.config import EngineConfig, ModelsConfig, PoolConfig
+from mlx_manager.engine.core import EngineSnapshot
 from mlx_manager.engine.loop import EngineThread
-from mlx_manager.engine.prompt import completion_budget, prompt_ids_for
+from mlx_manager.engine.model_host import EngineModelHost, MlxMemory
 from mlx_manager.engine.output_parser import OutputParser
+from mlx_manager.engine.prompt import completion_budget, prompt_ids_for
 from mlx_manager.engine.request import EngineRequest
 from mlx_manager.engine.structured import prepare, tool_format_of
-from mlx_manager.errors import ModelLoading, ModelNotFound, Overloaded
-from mlx_manager.models.loaded import LoadedModel, load_text_model, resolve_spec_dir
+from mlx_manager.errors import InvalidRequest, ModelLoading, Overloaded
+from mlx_manager.models.loaded import LoadedModel
 from mlx_manager.models.sources import ModelSpec
-from mlx_manager.types import GenerateRequest, GenerationEvent, ModelInfo
+from mlx_manager.pool.catalog import CatalogEntry, build_catalog
+from mlx_manager.pool.pool import ModelPool
+from mlx_manager.pool.resident import Lease, ModelStatus, PoolStatus
+from mlx_manager.types import GenerateRequest, GenerationEvent, ModelInfo, merge_events
 
 log = logging.getLogger(__name__)
 
@@ -34,20 +39,34 @@ class EngineState(enum.StrEnum):
     FAILED = "failed"
 
 
+def _drain(queue: asyncio.Queue[GenerationEvent]) -> list[GenerationEvent]:
+    events = []
+    while not queue.empty():
+        events.append(queue.get_nowait())
+    return events
+
+
 class RequestStream:
     """Events of one submitted request; closing it early aborts the generation."""
 
     def __init__(
-        self, request: EngineRequest, thread: EngineThread, parser: OutputParser | None = None
+        self,
+        request: EngineRequest,
+        thread: EngineThread,
+        parser: OutputParser | None = None,
+        lease: Lease | None = None,
     ) -> None:
         self.request = request
         self._thread = thread
         self._parser = parser  # splits content, reasoning and tool calls
+        self._lease = lease  # the model pool's hold on the model, until the final event
         self._queue: asyncio.Queue[GenerationEvent] = asyncio.Queue()
         self.loop = asyncio.get_running_loop()
         self._done = False
 
     def deliver(self, event: GenerationEvent) -> None:  # called on the event loop's thread
+        if event.finished and self._lease is not None:
+            self._lease.release()  # the engine is done with the model for this request
         self._queue.put_nowait(event)
 
     def __aiter__(self) -> AsyncIterator[GenerationEvent]:
@@ -57,6 +76,8 @@ class RequestStream:
         try:
             while not self._done:
                 event = await self._queue.get()
+                if not self._queue.empty():  # the reader fell behind: one chunk for all
+                    event = merge_events([event, *_drain(self._queue)])
                 self._done = event.finished
                 yield self._parser.feed(event) if self._parser is not None else event
         finally:
@@ -69,66 +90,136 @@ class RequestStream:
 
 
 class EngineClient:
-    def __init__(self, engine_config: EngineConfig, models_config: ModelsConfig) -> None:
+    def __init__(
+        self,
+        engine_config: EngineConfig,
+        models_config: ModelsConfig,
+        pool_config: PoolConfig | None = None,
+    ) -> None:
         self._engine_config = engine_config
         self._models_config = models_config
+        self._pool_config = pool_config or PoolConfig()
         self._thread = EngineThread(engine_config)
-        self._models: dict[str, LoadedModel] = {}
+        self._host = EngineModelHost(self._thread, engine_config, models_config)
+        self.pool = ModelPool(self._pool_config, self._host)
         self.state = EngineState.STARTING
         self.load_error: str | None = None
 
     async def start(self, specs: list[ModelSpec]) -> None:
-        """Start the engine thread and load every model (on that thread)."""
+        """Start the engine thread, build the catalog, and load the startup models.
+
+        Every `--model` is resolved (downloaded or converted if need be) now; the pinned
+        models and then the `--model`s are loaded as far as the pool's limits allow without
+        evicting (with no limits: all of them, as before the pool).
+        """
         self._thread.start()
         self.state = EngineState.LOADING
         try:
-            for spec in specs:
-                model = await asyncio.wrap_future(self._thread.call(self._loader(spec)))
-                self._models[model.model_id] = model
-                log.info("model %s ready (%s)", model.model_id, model.path)
+            configured = await self._host.resolve(specs)
+            pool = self._pool_config
+            catalog = await asyncio.to_thread(
+                build_catalog,
+                configured,
+                pool.model_dirs,
+                pool.scan_hf_cache,
+                self._models_config.context_length,
+            )
+            await self.pool.start(catalog, [spec.model_id for spec in specs])
         except Exception as exc:
             self.state = EngineState.FAILED
             self.load_error = f"{type(exc).__name__}: {exc}"
             raise
         self.state = EngineState.READY
 
-    def _loader(self, spec: ModelSpec) -> Any:
-        config = self._models_config
-
-        def load(core: EngineCore) -> LoadedModel:
-            path = resolve_spec_dir(spec, config.cache_dir, config.hub_timeout_s)
-            model = load_text_model(spec, path, config.context_length, config.cpu_float32_max_gb)
-            core.add_model(model)
-            return model
-
-        return load
-
     async def stop(self) -> None:
+        await self.pool.stop()
         await asyncio.to_thread(self._thread.stop)
 
     def model_infos(self) -> list[ModelInfo]:
-        return [
-            ModelInfo(m.model_id, m.created, m.context_length, m.family.name, str(m.path))
-            for m in self._models.values()
-        ]
+        """Every model that may be served, loaded or not."""
+        return [self._info(entry) for entry in self.pool.catalog.entries()]
 
-    def get_model(self, model_id: str) -> LoadedModel:
-        model = self._models.get(model_id)
-        if model is not None:
-            return model
-        if self.state in (EngineState.STARTING, EngineState.LOADING):
-            raise ModelLoading("models are still loading; retry shortly", retry_after_s=2)
-        served = ", ".join(sorted(self._models)) or "none"
-        raise ModelNotFound(
-            f"The model '{model_id}' does not exist or is not served here (served: {served}).",
-            param="model",
+    def model_info(self, model_id: str) -> ModelInfo:
+        self._check_started()
+        return self._info(self.pool.entry(model_id))
+
+    def _info(self, entry: CatalogEntry) -> ModelInfo:
+        resident = self.pool.resident(entry.model_id)
+        return ModelInfo(
+            entry.model_id,
+            entry.created,
+            entry.context_length,
+            entry.family,
+            str(entry.path),
+            model_type=entry.model_type.value,
+            size_bytes=entry.size_bytes,
+            loaded=self.pool.is_loaded(entry.model_id),
+            pinned=resident is not None and resident.pinned,
         )
 
-    def submit(self, request: GenerateRequest) -> RequestStream:
-        """Validate, tokenize and queue; raises an ApiError before anything is queued."""
-        model = self.get_model(request.model)
+    def get_model(self, model_id: str) -> LoadedModel:
+        """A resident model: 404 if unknown, 503 if served but not loaded right now.
+
+        To work with a model, `submit` (or `count_tokens`) loads it and holds a lease.
+        """
+        self._check_started()
+        entry = self.pool.entry(model_id)
+        resident = self.pool.resident(model_id)
+        if resident is None or not self.pool.is_loaded(model_id):
+            raise ModelLoading(f"The model '{entry.model_id}' is not loaded.", retry_after_s=2)
+        return resident.model
+
+    def _check_started(self) -> None:
+        if self.state in (EngineState.STARTING, EngineState.LOADING):
+            raise ModelLoading("models are still loading; retry shortly", retry_after_s=2)
+
+    async def _lease(self, request: GenerateRequest) -> Lease:
+        """Check the model can generate text, load it if need be, and hold it."""
+        self._check_started()
+        entry = self.pool.entry(request.model)
+        if not entry.model_type.generates_text:
+            raise InvalidRequest(
+                f"The model '{entry.model_id}' is an {entry.model_type} model: it cannot "
+                "generate text (chat, completions, messages); use it with /v1/embeddings.",
+                param="model",
+                code="model_type_mismatch",
+            )
+        return await self.pool.acquire(request.model)
+
+    def pool_status(self) -> PoolStatus:
+        return self.pool.status()
+
+    async def memory(self) -> MlxMemory:
+        """MLX's allocator counters, read on the engine thread."""
+        return await self._host.memory()
+
+    async def load_model(self, model_id: str) -> ModelStatus:
+        """Load (if needed) and pin a model, as `POST /admin/models/load/{id}` does."""
+        self._check_started()
+        return await self.pool.load(model_id, pin=True)
+
+    async def unload_model(self, model_id: str) -> None:
+        """Unload now: 404 when not loaded, 409 while it has requests in flight."""
+        self._check_started()
+        await self.pool.unload(model_id)
+
+    async def submit(self, request: GenerateRequest) -> RequestStream:
+        """Validate, load the model if need be, tokenize and queue.
+
+        Raises an ApiError before anything is queued. The stream holds a lease on the
+        model until its final event.
+        """
         if self._thread.snapshot().waiting >= self._engine_config.max_waiting_requests:
             raise Overloaded("too many requests are waiting; retry later", retry_after_s=1)
+        lease = await self._lease(request)
+        try:
+            return self._queue(request, lease)
+        except BaseException:
+            lease.release()
+            raise
+
+    def _queue(self, request: GenerateRequest, lease: Lease) -> RequestStream:
+        model = lease.model
         prepared = prepare(model, request)
         prompt_ids = prepared.prompt_ids
         max_tokens = completion_budget(
@@ -145,14 +236,18 @@ class EngineClient:
             max_tokens,
             request.priority,
         )
-        stream = RequestStream(engine_request, self._thread, prepared.parser)
+        stream = RequestStream(engine_request, self._thread, prepared.parser, lease)
         self._thread.submit(engine_request, stream)
         return stream
 
-    def count_tokens(self, request: GenerateRequest) -> int:
+    async def count_tokens(self, request: GenerateRequest) -> int:
         """Prompt tokens of a request, rendered as `submit` would (tools included)."""
-        model = self.get_model(request.model)
-        return len(prompt_ids_for(model, request, tool_format_of(model, request)))
+        lease = await self._lease(request)
+        try:
+            model = lease.model
+            return len(prompt_ids_for(model, request, tool_format_of(model, request)))
+        finally:
+            lease.release()
 
     def snapshot(self) -> EngineSnapshot:
         return self._thread.snapshot()

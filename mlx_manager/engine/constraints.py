@@ -26,6 +26,8 @@ from mlx_manager.models.tool_formats import HERMES, LLAMA3_JSON, MISTRAL, ToolFo
 from mlx_manager.types import Constraint, GenerateRequest, ToolChoiceMode, ToolSpec
 
 _COMPACT = {"whitespace_flexible": False}
+_SCHEMA_MAPS = ("properties", "$defs", "definitions", "patternProperties")
+_SCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
 _TOKENIZERS: weakref.WeakKeyDictionary[Any, LLTokenizer] = weakref.WeakKeyDictionary()
 
 
@@ -34,7 +36,13 @@ def llg_tokenizer(model: LoadedModel) -> LLTokenizer:
     cached = _TOKENIZERS.get(model.tokenizer)
     if cached is None:
         hf = getattr(model.tokenizer, "_tokenizer", model.tokenizer)
-        cached = llguidance.hf.from_tokenizer(hf, eos_token=sorted(model.stop_token_ids))
+        try:
+            cached = llguidance.hf.from_tokenizer(hf, eos_token=sorted(model.stop_token_ids))
+        except ValueError as exc:  # a slow (Python-only) tokenizer
+            raise UnsupportedParameter(
+                f"constrained decoding is not available for this model's tokenizer: {exc}",
+                param="response_format",
+            ) from exc
         _TOKENIZERS[model.tokenizer] = cached
     return cached
 
@@ -80,7 +88,29 @@ def _json_rule(request: GenerateRequest) -> str | None:
 
 def _json(schema: dict[str, Any]) -> str:
     guidance = {**_COMPACT, **(schema.get("x-guidance") or {})}
-    return "%json " + json.dumps({**schema, "x-guidance": guidance})
+    return "%json " + json.dumps({**closed(schema), "x-guidance": guidance})
+
+
+def closed(schema: Any) -> Any:
+    """Objects that list ``properties`` but say nothing of others get no others (as OpenAI's
+    strict mode requires): the output still validates against the schema as given, and a
+    small model cannot wander into inventing keys."""
+    if not isinstance(schema, dict):
+        return schema
+    out = dict(schema)
+    for key in _SCHEMA_MAPS:
+        if isinstance(out.get(key), dict):
+            out[key] = {name: closed(sub) for name, sub in out[key].items()}
+    for key in _SCHEMA_LISTS:
+        if isinstance(out.get(key), list):
+            out[key] = [closed(sub) for sub in out[key]]
+    for key in ("items", "additionalProperties", "not", "contains"):
+        if isinstance(out.get(key), dict):
+            out[key] = closed(out[key])
+    open_keys = ("additionalProperties", "patternProperties")
+    if "properties" in out and not any(key in out for key in open_keys):
+        out["additionalProperties"] = False
+    return out
 
 
 def _chosen_tools(request: GenerateRequest) -> list[ToolSpec]:
@@ -107,9 +137,12 @@ def _call_schema(tools: list[ToolSpec], args_key: str) -> dict[str, Any]:
 
 def _calls_rule(model: LoadedModel, request: GenerateRequest, fmt: ToolFormat) -> str:
     tools = _chosen_tools(request)
-    many = request.parallel_tool_calls and request.tool_choice.mode is not ToolChoiceMode.NAMED
+    # One forced call unless the client asked for parallel calls: a small model would
+    # otherwise repeat calls until max_tokens.
+    many = request.parallel_tool_calls is True
     if fmt.grammar == HERMES:
-        call = f'("{_esc(fmt.start)}\\n" {_json(_call_schema(tools, "arguments"))} "\\n{_esc(fmt.end)}")'
+        schema = _json(_call_schema(tools, "arguments"))
+        call = f'("{_esc(fmt.start)}\\n" {schema} "\\n{_esc(fmt.end)}")'
         return f'{call} ("\\n" {call})*' if many else call
     if fmt.grammar == LLAMA3_JSON:
         return _json(_call_schema(tools, "parameters"))

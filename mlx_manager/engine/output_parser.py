@@ -44,6 +44,7 @@ class OutputParser:
         self._held_space = ""  # whitespace after tool calls, dropped if nothing follows
         self._content_started = False
         self._made_calls = False
+        self._after_reasoning = False  # drop the newlines that follow a thinking block
 
     def feed(self, event: GenerationEvent) -> GenerationEvent:
         out = _Out()
@@ -87,9 +88,9 @@ class OutputParser:
         if self._bare_json_call_starts():
             self._state = _State.TOOL
             return True
-        if self._fmt is not None and not self._fmt.start and not self._content_started:
-            if not self._buf.strip():
-                return False  # leading whitespace: wait to see whether a JSON call follows
+        bare = self._fmt is not None and not self._fmt.start and not self._content_started
+        if bare and not self._buf.strip():
+            return False  # leading whitespace: wait to see whether a JSON call follows
         hits = [(self._buf.find(m), m) for m in self._markers()]
         found = [(i, m) for i, m in hits if i >= 0]
         if found:
@@ -116,8 +117,9 @@ class OutputParser:
         index = self._buf.find(end)
         if index >= 0:
             out.reasoning.append(self._buf[:index])
-            self._buf = self._buf[index + len(end) :].lstrip("\n")
+            self._buf = self._buf[index + len(end) :]
             self._state = _State.CONTENT
+            self._after_reasoning = True
             return True
         keep = _held_prefix(self._buf, [end])
         out.reasoning.append(self._buf[: len(self._buf) - keep])
@@ -146,6 +148,9 @@ class OutputParser:
         self._made_calls = True
 
     def _emit_content(self, text: str, out: _Out) -> None:
+        if self._after_reasoning:
+            text = text.lstrip("\n")
+            self._after_reasoning = not text
         if not text:
             return
         if self._made_calls and not (self._held_space + text).strip():

@@ -40,11 +40,16 @@ def prepare(model: LoadedModel, request: GenerateRequest) -> PreparedRequest:
     sampling = request.sampling
     if constraint is not None:
         sampling = dataclasses.replace(sampling, constraint=constraint)
-    return PreparedRequest(prompt_ids, sampling, _parser(model, request, fmt, prompt_ids))
+    parser = _parser(model, request, fmt, prompt_ids, constrained=constraint is not None)
+    return PreparedRequest(prompt_ids, sampling, parser)
 
 
 def _parser(
-    model: LoadedModel, request: GenerateRequest, fmt: ToolFormat | None, prompt_ids: list[int]
+    model: LoadedModel,
+    request: GenerateRequest,
+    fmt: ToolFormat | None,
+    prompt_ids: list[int],
+    constrained: bool = False,
 ) -> OutputParser | None:
     if request.messages is None:
         return None  # raw completions are returned as generated
@@ -53,9 +58,10 @@ def _parser(
     in_reasoning = False
     if getattr(tokenizer, "has_thinking", False):
         think = (tokenizer.think_start, tokenizer.think_end)
-        in_reasoning = tokenizer.rfind_think_start(prompt_ids) > tokenizer.rfind_think_end(
+        # A grammar starts the reply at once (no thinking block), whatever the prompt ends on.
+        in_reasoning = not constrained and tokenizer.rfind_think_start(
             prompt_ids
-        )
+        ) > tokenizer.rfind_think_end(prompt_ids)
     calls = request.tools and request.tool_choice.mode is not ToolChoiceMode.NONE
     if think is None and not calls:
         return None

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from huggingface_hub import scan_cache_dir
+from huggingface_hub import constants, scan_cache_dir
 from huggingface_hub.errors import CacheNotFound
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ def scan_model_dir(root: Path, max_depth: int = MAX_DEPTH) -> list[Found]:
 def scan_hf_cache(cache_dir: Path | None = None) -> list[Found]:
     """Model repos of the HF cache with an MLX-loadable snapshot (newest, or `main`'s)."""
     try:
-        info = scan_cache_dir(cache_dir)
+        info = scan_cache_dir(cache_dir or constants.HF_HUB_CACHE)
     except CacheNotFound:
         return []
     found: list[Found] = []

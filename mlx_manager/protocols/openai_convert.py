@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from mlx_manager.errors import InvalidRequest, UnsupportedParameter
@@ -9,6 +10,8 @@ from mlx_manager.protocols.openai_schemas import (
     ChatCompletionRequest,
     ChatMessageIn,
     CompletionRequest,
+    NamedToolChoice,
+    ResponseFormat,
     TextPart,
     _SamplingFields,
 )
@@ -18,8 +21,13 @@ from mlx_manager.types import (
     GenerateRequest,
     SamplingParams,
     TokenLogprob,
+    ToolCall,
+    ToolChoice,
+    ToolChoiceMode,
+    ToolSpec,
     Usage,
 )
+from mlx_manager.types import ResponseFormat as InternalResponseFormat
 
 _SEED_MODULUS = 2**63
 _PRIORITY_LEVELS = {"high": -1, "normal": 0, "low": 1}
@@ -29,14 +37,25 @@ _PRIORITY_LEVELS = {"high": -1, "normal": 0, "low": 1}
 
 
 def chat_request_to_internal(body: ChatCompletionRequest, request_id: str) -> GenerateRequest:
-    _reject_unsupported_chat_fields(body)
     if body.top_logprobs and not body.logprobs:
         raise InvalidRequest("top_logprobs requires logprobs to be true", param="top_logprobs")
     max_tokens = body.max_completion_tokens or body.max_tokens
     sampling = _sampling(body, max_tokens, bool(body.logprobs), body.top_logprobs or 0)
     messages = tuple(_message(m, i) for i, m in enumerate(body.messages))
+    tools = tuple(
+        ToolSpec(t.function.name, t.function.description or "", t.function.parameters or {})
+        for t in body.tools or ()
+    )
     return GenerateRequest(
-        request_id, body.model, sampling, messages=messages, priority=priority_value(body.priority)
+        request_id,
+        body.model,
+        sampling,
+        messages=messages,
+        priority=priority_value(body.priority),
+        tools=tools,
+        tool_choice=_tool_choice(body.tool_choice, tools),
+        parallel_tool_calls=body.parallel_tool_calls,
+        response_format=_response_format(body.response_format),
     )
 
 
@@ -85,16 +104,35 @@ def priority_value(priority: int | str | None) -> int:
     return priority
 
 
-def _reject_unsupported_chat_fields(body: ChatCompletionRequest) -> None:
-    if body.tools:
-        raise UnsupportedParameter("tools are not supported by this server yet", param="tools")
-    if body.tool_choice not in (None, "none", "auto"):
-        raise UnsupportedParameter("tool_choice requires tools", param="tool_choice")
-    if body.response_format is not None and body.response_format.type != "text":
-        raise UnsupportedParameter(
-            f"response_format type {body.response_format.type!r} is not supported yet",
-            param="response_format",
+def _tool_choice(choice: str | NamedToolChoice | None, tools: tuple[ToolSpec, ...]) -> ToolChoice:
+    if choice is None or choice == "auto":
+        return ToolChoice()
+    if choice == "none":
+        return ToolChoice(ToolChoiceMode.NONE)
+    if not tools:
+        raise InvalidRequest("tool_choice requires tools", param="tool_choice")
+    if choice == "required":
+        return ToolChoice(ToolChoiceMode.REQUIRED)
+    assert isinstance(choice, NamedToolChoice)
+    name = choice.function.name
+    if not any(t.name == name for t in tools):
+        raise InvalidRequest(
+            f"tool_choice names function {name!r}, which is not in tools",
+            param="tool_choice.function.name",
         )
+    return ToolChoice(ToolChoiceMode.NAMED, name)
+
+
+def _response_format(fmt: ResponseFormat | None) -> InternalResponseFormat | None:
+    if fmt is None or fmt.type == "text":
+        return None
+    if fmt.type == "json_object":
+        return InternalResponseFormat()
+    if fmt.json_schema is None:
+        raise InvalidRequest(
+            "response_format json_schema requires 'json_schema'", param="response_format"
+        )
+    return InternalResponseFormat(fmt.json_schema.schema_ or {}, fmt.json_schema.name)
 
 
 def _sampling(
@@ -139,13 +177,34 @@ def _logit_bias(bias: dict[str, float] | None) -> tuple[tuple[int, float], ...]:
 
 def _message(message: ChatMessageIn, index: int) -> ChatMessage:
     where = f"messages[{index}]"
-    if message.role in ("tool", "function") or message.tool_calls or message.function_call:
+    if message.role == "function" or message.function_call:
         raise UnsupportedParameter(
-            "tool messages are not supported by this server yet", param=where
+            "legacy function messages are not supported; use tools and tool messages",
+            param=where,
         )
+    if message.role == "tool":
+        if not message.tool_call_id:
+            raise InvalidRequest(
+                f"{where}.tool_call_id is required for role 'tool'", param=f"{where}.tool_call_id"
+            )
+        text = _text(message, where)
+        return ChatMessage("tool", text, tool_call_id=message.tool_call_id, name=message.name)
+    calls = tuple(
+        ToolCall(c.id, c.function.name, c.function.arguments) for c in message.tool_calls or ()
+    )
+    if calls and message.role != "assistant":
+        raise InvalidRequest(f"{where}: only assistant messages carry tool_calls", param=where)
+    return dataclasses.replace(_content_message(message, where), tool_calls=calls)
+
+
+def _text(message: ChatMessageIn, where: str) -> str:
+    return _content_message(message, where).content
+
+
+def _content_message(message: ChatMessageIn, where: str) -> ChatMessage:
     content = message.content
     if content is None:
-        if message.role != "assistant":
+        if message.role not in ("assistant", "tool"):
             raise InvalidRequest(
                 f"{where}.content is required for role {message.role!r}", param=f"{where}.content"
             )
@@ -169,7 +228,32 @@ def _message(message: ChatMessageIn, index: int) -> ChatMessage:
 def finish_reason_value(reason: FinishReason | None) -> str | None:
     if reason is None:
         return None
+    if reason is FinishReason.TOOL_CALLS:
+        return "tool_calls"
     return "length" if reason is FinishReason.LENGTH else "stop"
+
+
+def tool_call_dict(call: ToolCall) -> dict[str, Any]:
+    return {
+        "id": call.id,
+        "type": "function",
+        "function": {"name": call.name, "arguments": call.arguments},
+    }
+
+
+def assistant_message(
+    text: str, reasoning: str = "", calls: tuple[ToolCall, ...] | list[ToolCall] = ()
+) -> dict[str, Any]:
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": text if text or not calls else None,
+        "refusal": None,
+    }
+    if reasoning:
+        message["reasoning_content"] = reasoning
+    if calls:
+        message["tool_calls"] = [tool_call_dict(c) for c in calls]
+    return message
 
 
 def usage_dict(usage: Usage) -> dict[str, Any]:
@@ -219,6 +303,8 @@ def chat_completion(
     reason: FinishReason | None,
     usage: Usage,
     logprobs: list[TokenLogprob] | None,
+    reasoning: str = "",
+    calls: tuple[ToolCall, ...] | list[ToolCall] = (),
 ) -> dict[str, Any]:
     return {
         "id": completion_id,
@@ -228,7 +314,7 @@ def chat_completion(
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": text, "refusal": None},
+                "message": assistant_message(text, reasoning, calls),
                 "logprobs": chat_logprobs(logprobs) if logprobs is not None else None,
                 "finish_reason": finish_reason_value(reason),
             }

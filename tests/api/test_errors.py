@@ -41,8 +41,18 @@ def test_unknown_parameter_is_named(client: openai.OpenAI) -> None:
     ("extra", "param"),
     [
         ({"n": 2}, "n"),
-        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
-        ({"response_format": {"type": "json_object"}}, "response_format"),
+        ({"tool_choice": "required"}, "tool_choice"),
+        ({"tools": [{"type": "custom", "custom": {"name": "f"}}]}, "tools.0.type"),
+        ({"response_format": {"type": "json_schema"}}, "response_format"),
+        (
+            {
+                "response_format": {
+                    "type": "json_schema",
+                    "json_schema": {"name": "x", "schema": {"type": "string", "format": "nope"}},
+                }
+            },
+            "response_format",
+        ),
         ({"temperature": 3}, "temperature"),
         ({"top_logprobs": 2}, "top_logprobs"),
         ({"stop": [""]}, "stop"),

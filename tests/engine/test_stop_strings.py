@@ -33,3 +33,16 @@ def test_earliest_stop_wins() -> None:
 
 def test_held_text_is_flushed_at_end() -> None:
     assert feed_all(StopStringMatcher(("STOP",)), ["go ST"]) == ("go ST", False)
+
+
+def test_merge_events_joins_in_order() -> None:
+    from mlx_manager.types import FinishReason, GenerationEvent, Usage, merge_events
+
+    merged = merge_events(
+        [
+            GenerationEvent("r", "Hel", (1,)),
+            GenerationEvent("r", "lo", (2,), finish_reason=FinishReason.STOP, usage=Usage(3, 2)),
+        ]
+    )
+    assert (merged.text, merged.token_ids) == ("Hello", (1, 2))
+    assert merged.finish_reason is FinishReason.STOP and merged.usage == Usage(3, 2)

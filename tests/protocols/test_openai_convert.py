@@ -51,12 +51,20 @@ def test_stop_and_logit_bias() -> None:
     ("fields", "param"),
     [
         ({"n": 3}, "n"),
-        ({"tools": [{"type": "function"}]}, "tools"),
         ({"tool_choice": "required"}, "tool_choice"),
+        (
+            {
+                "tools": [{"type": "function", "function": {"name": "f"}}],
+                "tool_choice": {"type": "function", "function": {"name": "g"}},
+            },
+            "tool_choice.function.name",
+        ),
+        ({"messages": [{"role": "function", "content": "x", "name": "f"}]}, "messages[0]"),
+        ({"messages": [{"role": "tool", "content": "x"}]}, "messages[0].tool_call_id"),
     ],
 )
 def test_unsupported_are_named(fields: dict[str, object], param: str) -> None:
-    with pytest.raises(UnsupportedParameter) as info:
+    with pytest.raises(InvalidRequest) as info:
         convert.chat_request_to_internal(chat(**fields), "r")
     assert info.value.param == param
 

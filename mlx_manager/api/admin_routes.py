@@ -1,0 +1,43 @@
+"""Model pool administration: status, preload (and pin), unload.
+
+- `GET /admin/models/status`: limits, memory (booked per model and MLX's own counters), and
+  each resident model's state, bytes, last use and requests in flight.
+- `POST /admin/models/load/{model_id}`: load if needed and pin (never evicted, never
+  idle-unloaded). Ids may contain `/`.
+- `POST /admin/models/unload/{model_id}`: unload now, pinned or not. 404 when the model is not
+  loaded; 409 (with Retry-After) while it has requests in flight: it refuses, never drains.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from mlx_manager.api.deps import engine_of
+
+router = APIRouter(prefix="/admin/models")
+
+
+@router.get("/status")
+async def status(request: Request) -> dict[str, Any]:
+    engine = engine_of(request)
+    pool = engine.pool_status()
+    memory = await engine.memory()
+    body = dataclasses.asdict(pool)
+    body["mlx_memory"] = dataclasses.asdict(memory)
+    body["engine_state"] = engine.state.value
+    return body
+
+
+@router.post("/load/{model_id:path}")
+async def load(model_id: str, request: Request) -> dict[str, Any]:
+    loaded = await engine_of(request).load_model(model_id)
+    return {"status": "loaded", "model": dataclasses.asdict(loaded)}
+
+
+@router.post("/unload/{model_id:path}")
+async def unload(model_id: str, request: Request) -> dict[str, Any]:
+    await engine_of(request).unload_model(model_id)
+    return {"status": "unloaded", "model": model_id}

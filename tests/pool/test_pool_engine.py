@@ -1,0 +1,218 @@
+"""The pool with the real engine and real (tiny random-weight) models, in process."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mlx_manager.config import load_settings
+from mlx_manager.engine.client import EngineClient, RequestStream
+from mlx_manager.errors import ApiError, ModelLoadFailed, ModelNotSupported, PoolFull
+from mlx_manager.pool.budget import estimate_loaded_weight_bytes
+from mlx_manager.types import GenerateRequest, GenerationEvent, SamplingParams
+
+KV_GB = 0.002  # ~120 blocks of 32 tokens per tiny model
+
+
+@asynccontextmanager
+async def serving(root: Path, **flags: Any) -> AsyncIterator[EngineClient]:
+    settings = load_settings({"kv_cache_gb": KV_GB, "model_dir": [str(root)], **flags})
+    client = EngineClient(settings.engine(), settings.models(), settings.pool())
+    await client.start([])
+    try:
+        yield client
+    finally:
+        await client.stop()
+
+
+def request(model: str, max_tokens: int = 2, **sampling: Any) -> GenerateRequest:
+    params = SamplingParams(max_tokens=max_tokens, temperature=0, **sampling)
+    return GenerateRequest(uuid.uuid4().hex, model, params, prompt_text="Hello there")
+
+
+async def ask(client: EngineClient, model: str) -> list[GenerationEvent]:
+    stream = await client.submit(request(model))
+    return [event async for event in stream]
+
+
+async def long_running(client: EngineClient, model: str) -> RequestStream:
+    """A request that stays in flight until aborted (its stop tokens are banned)."""
+    loaded = client.get_model(model)
+    ban = tuple((token, -1e9) for token in loaded.stop_token_ids)
+    return await client.submit(request(model, max_tokens=1500, logit_bias=ban))
+
+
+def resident_ids(client: EngineClient) -> set[str]:
+    return {m.id for m in client.pool_status().models}
+
+
+def test_three_models_served_concurrently(pool_model_root: Path) -> None:
+    async def main() -> None:
+        async with serving(pool_model_root) as client:
+            models = ["m1", "m2", "m3"] * 3
+            results = await asyncio.gather(*(ask(client, m) for m in models))
+            assert all(events[-1].finished and events[-1].error is None for events in results)
+            assert resident_ids(client) == {"m1", "m2", "m3"}
+            assert client.pool.loads == 3
+
+    asyncio.run(main())
+
+
+def test_fourth_model_evicts_lru_idle_by_count(pool_model_root: Path) -> None:
+    async def main() -> None:
+        async with serving(pool_model_root, max_models=3) as client:
+            for model in ("m1", "m2", "m3", "m1"):  # m2 is now the least recently used
+                await ask(client, model)
+            await ask(client, "org/m4")
+            assert resident_ids(client) == {"m1", "m3", "org/m4"}
+            await ask(client, "m2")  # evicts m3, the LRU now
+            assert resident_ids(client) == {"m1", "org/m4", "m2"}
+            assert client.pool.evictions == 2
+
+    asyncio.run(main())
+
+
+def test_fourth_model_evicts_lru_idle_by_memory(pool_model_root: Path) -> None:
+    one = estimate_loaded_weight_bytes(pool_model_root / "m1", 2.0) + int(KV_GB * 1e9)
+    budget_gb = 3.5 * one / 1e9
+
+    async def main() -> None:
+        async with serving(pool_model_root, max_memory_gb=budget_gb) as client:
+            for model in ("m2", "m1", "m3"):
+                await ask(client, model)
+            used = client.pool_status().used_bytes
+            gc.collect()  # earlier tests' garbage would free MLX memory in between
+            active_before = (await client.memory()).active_bytes
+            await ask(client, "org/m4")
+            assert resident_ids(client) == {"m1", "m3", "org/m4"}  # m2 was the LRU
+            status = client.pool_status()
+            assert status.used_bytes <= status.max_memory_bytes  # type: ignore[operator]
+            assert status.used_bytes == used  # identical models: one out, one in
+            m4 = next(m for m in status.models if m.id == "org/m4")
+            assert m4.weight_bytes > 0 and m4.kv_bytes >= KV_GB * 1e9 * 0.9
+            # MLX's own counter agrees: one model freed, one allocated.
+            gc.collect()
+            active_after = (await client.memory()).active_bytes
+            assert abs(active_after - active_before) < 0.1 * m4.total_bytes
+
+    asyncio.run(main())
+
+
+def test_pinned_model_survives_eviction(pool_model_root: Path) -> None:
+    async def main() -> None:
+        async with serving(pool_model_root, max_models=2, pin=["m1"]) as client:
+            assert resident_ids(client) == {"m1"}
+            await ask(client, "m2")
+            await ask(client, "m3")  # m1 is the LRU but pinned: m2 goes
+            assert resident_ids(client) == {"m1", "m3"}
+            assert client.pool.resident("m1").pinned  # type: ignore[union-attr]
+
+    asyncio.run(main())
+
+
+def test_model_with_request_in_flight_survives(pool_model_root: Path) -> None:
+    async def main() -> None:
+        async with serving(pool_model_root, max_models=2) as client:
+            await ask(client, "m1")
+            stream = await long_running(client, "m1")  # m1: LRU-older than m2, but busy
+            await ask(client, "m2")
+            assert client.pool.resident("m1").in_flight == 1  # type: ignore[union-attr]
+            await ask(client, "m3")
+            assert resident_ids(client) == {"m1", "m3"}  # m2 went, not the busy m1
+            stream.abort()
+
+    asyncio.run(main())
+
+
+def test_nothing_evictable_is_503_with_retry_after(pool_model_root: Path) -> None:
+    async def main() -> None:
+        async with serving(pool_model_root, max_models=2, pin=["m1"]) as client:
+            await ask(client, "m2")
+            stream = await long_running(client, "m2")
+            with pytest.raises(PoolFull) as raised:
+                await ask(client, "m3")
+            assert raised.value.status == 503
+            assert int(raised.value.headers["Retry-After"]) > 0
+            assert "m2" in raised.value.message and "m1" in raised.value.message
+            assert resident_ids(client) == {"m1", "m2"}
+            stream.abort()
+            while client.pool.resident("m2").in_flight:  # type: ignore[union-attr]
+                await asyncio.sleep(0.01)
+            await ask(client, "m3")  # now m2 is idle and goes
+            assert resident_ids(client) == {"m1", "m3"}
+
+    asyncio.run(main())
+
+
+def test_concurrent_first_requests_trigger_one_load(pool_model_root: Path) -> None:
+    async def main() -> None:
+        async with serving(pool_model_root) as client:
+            results = await asyncio.gather(*(ask(client, "m3") for _ in range(5)))
+            assert all(events[-1].error is None for events in results)
+            assert client.pool.loads == 1
+
+    asyncio.run(main())
+
+
+def test_corrupt_model_fails_clearly_and_pool_keeps_serving(pool_model_root: Path) -> None:
+    async def main() -> None:
+        async with serving(pool_model_root, max_models=2) as client:
+            await ask(client, "m1")
+            for _ in range(2):  # a failed load leaves nothing behind, and fails alike again
+                with pytest.raises(ModelLoadFailed) as raised:
+                    await ask(client, "broken")
+                assert "'broken'" in raised.value.message
+                assert (
+                    "model.safetensors" in raised.value.message or "Error" in raised.value.message
+                )
+                assert resident_ids(client) == {"m1"}
+            events = await ask(client, "m1")
+            assert events[-1].error is None
+            assert client.pool.loads == 1
+
+    asyncio.run(main())
+
+
+def test_types_without_a_loader_answer_clearly(pool_model_root: Path) -> None:
+    async def main() -> None:
+        async with serving(pool_model_root) as client:
+            with pytest.raises(ApiError) as embeddings:
+                await ask(client, "encoders/minilm")
+            assert embeddings.value.status == 400 and embeddings.value.param == "model"
+            assert "embeddings" in embeddings.value.message
+            with pytest.raises(ModelNotSupported) as vision:
+                await ask(client, "vlm")
+            assert vision.value.status == 501 and "vision" in vision.value.message
+            assert client.pool.loads == 0
+
+    asyncio.run(main())
+
+
+def test_idle_ttl_unloads_and_frees_memory(pool_model_root: Path) -> None:
+    async def main() -> None:
+        flags = {"keep_alive": 0.3, "model_keep_alive": ["m2=0"]}
+        async with serving(pool_model_root, **flags) as client:
+            gc.collect()
+            idle = (await client.memory()).active_bytes
+            await ask(client, "m1")
+            await ask(client, "m2")
+            assert resident_ids(client) == {"m1", "m2"}
+            for _ in range(100):
+                await asyncio.sleep(0.05)
+                if resident_ids(client) == {"m2"}:
+                    break
+            assert resident_ids(client) == {"m2"}  # m2's per-model keep-alive 0: never
+            assert client.pool.idle_unloads == 1
+            m2 = client.pool_status().models[0]
+            gc.collect()
+            active = (await client.memory()).active_bytes
+            assert active - idle < 1.1 * m2.total_bytes
+
+    asyncio.run(main())
