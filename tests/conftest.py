@@ -10,12 +10,21 @@ import openai
 import pytest
 
 from mlx_manager.models.default_model import DEFAULT_MODEL_NAME, ensure_embedded_model
+from tests.fixtures.embeddings import embeddings_server, minilm_dir
 from tests.fixtures.pool_models import pool_model_root
 from tests.fixtures.server import ServerProcess
+from tests.fixtures.speech import fox_wav, whisper_dir
 from tests.fixtures.tiny_models import tiny_model_dirs
 
 # Session fixtures shared by every test package.
-__all__ = ["pool_model_root", "tiny_model_dirs"]
+__all__ = [
+    "embeddings_server",
+    "fox_wav",
+    "minilm_dir",
+    "pool_model_root",
+    "tiny_model_dirs",
+    "whisper_dir",
+]
 
 MODEL = DEFAULT_MODEL_NAME
 ALIAS = "claude-sonnet-4-6"  # the session server maps this name to MODEL

@@ -9,7 +9,14 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from mlx_manager.api import admin_routes, anthropic_routes, openai_routes, system_routes
+from mlx_manager.api import (
+    admin_routes,
+    anthropic_routes,
+    audio_routes,
+    embeddings_routes,
+    openai_routes,
+    system_routes,
+)
 from mlx_manager.api.auth import ApiKeyMiddleware
 from mlx_manager.api.errors import install_error_handlers
 from mlx_manager.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
@@ -51,12 +58,19 @@ def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None
     install_error_handlers(app)
     app.include_router(system_routes.router)
     app.include_router(openai_routes.router)
+    app.include_router(embeddings_routes.router)
     app.include_router(anthropic_routes.router)
     app.include_router(admin_routes.router)
+    app.include_router(audio_routes.router)
     server = settings.server()
     app.state.aliases = AliasTable.parse(server.model_aliases)
     # Added last = outermost: the request id also marks 401 and 413 answers.
-    app.add_middleware(BodyLimitMiddleware, limit=server.max_request_bytes)
+    app.state.audio_limits = audio_routes.audio_limits(server)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        limit=server.max_request_bytes,
+        path_limits={audio_routes.TRANSCRIPTIONS_PATH: audio_routes.body_limit(server)},
+    )
     if server.api_key:
         app.add_middleware(ApiKeyMiddleware, api_key=server.api_key)
     app.add_middleware(RequestIdMiddleware)

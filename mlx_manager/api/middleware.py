@@ -61,19 +61,24 @@ def _replay(chunks: list[bytes], final: Message | None, then: Receive | None = N
 
 
 class BodyLimitMiddleware:
-    """413 for bodies over `limit` bytes, by Content-Length or while streaming the body in."""
+    """413 for bodies over `limit` bytes, by Content-Length or while streaming the body in.
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    `path_limits` gives some paths their own limit (audio uploads are larger than JSON).
+    """
+
+    def __init__(self, app: ASGIApp, limit: int, path_limits: dict[str, int] | None = None) -> None:
         self.app = app
         self.limit = limit
+        self.path_limits = path_limits or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.path_limits.get(str(scope.get("path", "")), self.limit)
         declared = dict(scope.get("headers", [])).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await self._reject(scope, send)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._reject(scope, send, limit)
             return
         # Read the body up front (bounded by the limit) so an oversized chunked upload is a
         # clean 413 rather than a parse error deep inside the framework.
@@ -87,17 +92,17 @@ class BodyLimitMiddleware:
                 return
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
-            if size > self.limit:
-                await self._reject(scope, send)
+            if size > limit:
+                await self._reject(scope, send, limit)
                 return
             more = bool(message.get("more_body", False))
         await self.app(scope, _replay(chunks, None, receive), send)
 
-    def _message(self) -> str:
-        return f"Request body exceeds the limit of {self.limit} bytes."
+    def _message(self, limit: int) -> str:
+        return f"Request body exceeds the limit of {limit} bytes."
 
-    async def _reject(self, scope: Scope, send: Send) -> None:
-        await send_error(scope, send, RequestTooLarge(self._message()))
+    async def _reject(self, scope: Scope, send: Send, limit: int) -> None:
+        await send_error(scope, send, RequestTooLarge(self._message(limit)))
 
 
 async def send_error(scope: Scope, send: Send, error: ApiError) -> None:

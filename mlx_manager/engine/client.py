@@ -9,9 +9,12 @@ flight is never evicted; a model that is not resident is loaded (once) on its fi
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
 import logging
 from collections.abc import AsyncIterator
+
+import numpy as np
 
 from mlx_manager.config import EngineConfig, ModelsConfig, PoolConfig
 from mlx_manager.engine.core import EngineSnapshot
@@ -22,14 +25,29 @@ from mlx_manager.engine.prompt import completion_budget, prompt_ids_for
 from mlx_manager.engine.request import EngineRequest
 from mlx_manager.engine.structured import prepare, tool_format_of
 from mlx_manager.errors import InvalidRequest, ModelLoading, Overloaded
+from mlx_manager.models import speech_model
+from mlx_manager.models.detection import ModelType
 from mlx_manager.models.loaded import LoadedModel
 from mlx_manager.models.sources import ModelSpec
+from mlx_manager.models.speech_model import Transcript, TranscriptionOptions
 from mlx_manager.pool.catalog import CatalogEntry, build_catalog
 from mlx_manager.pool.pool import ModelPool
 from mlx_manager.pool.resident import Lease, ModelStatus, PoolStatus
+from mlx_manager.services import embeddings
+from mlx_manager.services.embeddings import EmbeddingInputs, EmbeddingLimits, EmbeddingResult
 from mlx_manager.types import GenerateRequest, GenerationEvent, ModelInfo, merge_events
 
 log = logging.getLogger(__name__)
+
+
+def _a_model(model_type: ModelType) -> str:
+    return f"{'an' if model_type.value[0] in 'aeiou' else 'a'} {model_type} model"
+
+
+_ENDPOINT_OF = {
+    ModelType.EMBEDDINGS: "/v1/embeddings",
+    ModelType.SPEECH: "/v1/audio/transcriptions",
+}
 
 
 class EngineState(enum.StrEnum):
@@ -179,12 +197,75 @@ class EngineClient:
         entry = self.pool.entry(request.model)
         if not entry.model_type.generates_text:
             raise InvalidRequest(
-                f"The model '{entry.model_id}' is an {entry.model_type} model: it cannot "
-                "generate text (chat, completions, messages); use it with /v1/embeddings.",
+                f"The model '{entry.model_id}' is {_a_model(entry.model_type)}: it cannot "
+                "generate text (chat, completions, messages); use it with "
+                f"{_ENDPOINT_OF.get(entry.model_type, 'its own endpoint')}.",
                 param="model",
                 code="model_type_mismatch",
             )
         return await self.pool.acquire(request.model)
+
+    async def embed(
+        self,
+        model_id: str,
+        inputs: EmbeddingInputs,
+        *,
+        dimensions: int | None = None,
+        truncate: bool = False,
+    ) -> EmbeddingResult:
+        """Unit vectors for `inputs` from an embeddings model, computed on the engine thread."""
+        self._check_started()
+        entry = self.pool.entry(model_id)
+        if entry.model_type is not ModelType.EMBEDDINGS:
+            raise InvalidRequest(
+                f"The model '{entry.model_id}' is a {entry.model_type} model: it does not "
+                "produce embeddings; use an embeddings model with /v1/embeddings.",
+                param="model",
+                code="model_type_mismatch",
+            )
+        config = self._engine_config
+        limits = EmbeddingLimits(config.max_embedding_inputs, config.max_embedding_tokens)
+        lease = await self.pool.acquire(model_id)
+        try:
+            model = lease.model
+            embeddings.check_request(model, inputs, dimensions, limits)
+            seqs = await asyncio.to_thread(embeddings.tokenize, model, inputs, truncate, limits)
+            vectors = np.zeros((len(seqs), embeddings.spec_of(model).dimensions), np.float32)
+            # One engine-thread call per batch: generation steps run between batches.
+            for batch in embeddings.plan_batches([len(s) for s in seqs]):
+                run = embeddings.forward_call(model, [seqs[i] for i in batch])
+                vectors[batch] = await asyncio.wrap_future(self._thread.call(run))
+            return embeddings.finish(model, vectors, seqs, dimensions)
+        finally:
+            lease.release()
+
+    async def transcribe(
+        self, model_id: str, audio: np.ndarray, options: TranscriptionOptions
+    ) -> Transcript:
+        """Speech to text with a speech model, run on the engine thread."""
+        self._check_started()
+        entry = self.pool.entry(model_id)
+        if entry.model_type is not ModelType.SPEECH:
+            raise InvalidRequest(
+                f"The model '{entry.model_id}' is {_a_model(entry.model_type)}: it cannot "
+                "transcribe audio; use a speech-to-text (Whisper) model with "
+                "/v1/audio/transcriptions.",
+                param="model",
+                code="model_type_mismatch",
+            )
+        lease = await self.pool.acquire(model_id)
+        try:
+            model = lease.model
+            options = dataclasses.replace(
+                options, language=speech_model.check_language(model, options.language)
+            )
+
+            def run(_: object) -> Transcript:
+                return speech_model.transcribe(model, audio, options)
+
+            return await asyncio.wrap_future(self._thread.call(run))
+        finally:
+            lease.release()
 
     def pool_status(self) -> PoolStatus:
         return self.pool.status()

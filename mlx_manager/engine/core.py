@@ -22,6 +22,7 @@ from mlx_manager.engine.request import EngineRequest
 from mlx_manager.engine.serial_engine import SerialModelEngine
 from mlx_manager.errors import ApiError, InternalError
 from mlx_manager.kv.paged_storage import probe_kv_layout
+from mlx_manager.models.detection import ModelType
 from mlx_manager.models.loaded import LoadedModel
 from mlx_manager.types import FinishReason, GenerationEvent
 
@@ -71,6 +72,9 @@ class EngineCore:
         self._recent: deque[tuple[float, int]] = deque(maxlen=512)
 
     def add_model(self, model: LoadedModel) -> None:
+        if model.model_type in (ModelType.EMBEDDINGS, ModelType.SPEECH):  # run by calls
+            self.models[model.model_id] = model
+            return
         layout = probe_kv_layout(model.model) if self._config.paged else None
         engine: ModelEngine
         if layout is None:
@@ -91,6 +95,8 @@ class EngineCore:
         """
         engine = self._engines.get(model_id)
         if engine is None:
+            if self.models.pop(model_id, None) is not None:
+                mx.clear_cache()
             return None
         if engine.running or engine.waiting:
             return self.models[model_id]

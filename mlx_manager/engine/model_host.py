@@ -22,6 +22,7 @@ from mlx_manager.config import EngineConfig, ModelsConfig
 from mlx_manager.engine.core import EngineCore
 from mlx_manager.engine.loop import EngineThread
 from mlx_manager.errors import ApiError, ModelLoadFailed, ModelNotSupported
+from mlx_manager.models.detection import ModelType
 from mlx_manager.models.loaded import LoadedModel, resolve_spec_dir
 from mlx_manager.models.loaders import load_model
 from mlx_manager.models.sources import ModelSpec
@@ -47,7 +48,13 @@ class EngineModelHost:
 
     def estimate_bytes(self, entry: CatalogEntry) -> int:
         weights = estimate_loaded_weight_bytes(entry.path, self._models_config.cpu_float32_max_gb)
-        return weights + self._kv_budget
+        return weights + self._kv_budget_of(entry)
+
+    def _kv_budget_of(self, entry: CatalogEntry) -> int:
+        """Embeddings and speech models keep no KV pool."""
+        return (
+            0 if entry.model_type in (ModelType.EMBEDDINGS, ModelType.SPEECH) else self._kv_budget
+        )
 
     async def resolve(self, specs: list[ModelSpec]) -> list[tuple[str, Path]]:
         """Each spec's local directory (may download or convert the embedded model)."""
@@ -63,7 +70,7 @@ class EngineModelHost:
 
     async def load(self, entry: CatalogEntry) -> LoadResult:
         config = self._models_config
-        kv_budget = self._kv_budget
+        kv_budget = self._kv_budget_of(entry)
 
         def run(core: EngineCore) -> LoadResult:
             before = mx.get_active_memory()

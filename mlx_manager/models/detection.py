@@ -1,8 +1,9 @@
-"""What kind of model a directory holds: text generation, vision-language, or embeddings.
+"""What kind of model a directory holds: text generation, vision-language, embeddings, speech.
 
 The type decides the loader (mlx-lm, mlx-vlm, mlx-embeddings) and which endpoints accept the
 model. config.json decides first, in this order:
 
+0. a Whisper ``model_type`` / architecture -> speech (speech-to-text, mlx-audio);
 1. a ``vision_config`` section (or a known vision architecture) -> vision;
 2. a sentence-transformers pooling config (``1_Pooling/config.json``, ``modules.json``) or a
    ``pooling_config`` key -> embeddings (Qwen3-Embedding declares a *ForCausalLM* class, so
@@ -28,11 +29,12 @@ class ModelType(enum.StrEnum):
     TEXT = "text"
     VISION = "vision"
     EMBEDDINGS = "embeddings"
+    SPEECH = "speech"  # speech-to-text (Whisper, through mlx-audio)
 
     @property
     def generates_text(self) -> bool:
         """Chat and text completions accept this type."""
-        return self is not ModelType.EMBEDDINGS
+        return self not in (ModelType.EMBEDDINGS, ModelType.SPEECH)
 
 
 _POOLING_FILES = ("1_Pooling/config.json", "modules.json")
@@ -51,6 +53,9 @@ _VISION_ARCH = re.compile(
     r"(Llava|Idefics|PaliGemma|Pixtral|Qwen\d?(_\d)?VL|Mllama|Florence|Molmo|SmolVLM|VisionEncoder)",
     re.IGNORECASE,
 )
+_SPEECH_TYPES = {"whisper"}
+_SPEECH_ARCH = re.compile(r"^Whisper", re.IGNORECASE)
+_SPEECH_NAMES = re.compile(r"whisper", re.IGNORECASE)
 _TEXT_ARCH = re.compile(r"(ForCausalLM|LMHeadModel)$")
 _EMBEDDING_NAMES = re.compile(
     r"(embed|minilm|sentence-t|\bbge-|\be5-|\bgte-|mpnet|retriev|rerank)", re.IGNORECASE
@@ -82,6 +87,8 @@ def detect_model_type(
     from_config = _from_config(config, has_pooling) if config is not None else None
     if from_config is not None:
         return from_config
+    if _SPEECH_NAMES.search(name):
+        return ModelType.SPEECH
     if has_pooling or _EMBEDDING_NAMES.search(name):
         return ModelType.EMBEDDINGS
     if _VISION_NAMES.search(name):
@@ -92,6 +99,8 @@ def detect_model_type(
 def _from_config(config: dict[str, Any], has_pooling: bool) -> ModelType | None:
     architectures = [a for a in config.get("architectures") or [] if isinstance(a, str)]
     model_type = str(config.get("model_type") or "").lower()
+    if model_type in _SPEECH_TYPES or any(_SPEECH_ARCH.search(a) for a in architectures):
+        return ModelType.SPEECH
     if isinstance(config.get("vision_config"), dict) or any(
         _VISION_ARCH.search(a) for a in architectures
     ):

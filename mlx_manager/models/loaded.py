@@ -6,17 +6,28 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlx_lm
 
 from mlx_manager.models.cpu_precision import densify_for_cpu
 from mlx_manager.models.default_model import DEFAULT_MODEL_NAME, ensure_embedded_model
+from mlx_manager.models.detection import ModelType
 from mlx_manager.models.families import ChatFamily, detect_family
 from mlx_manager.models.sources import ModelSpec, resolve_model_dir
 
+if TYPE_CHECKING:
+    from mlx_manager.models.embedding_model import EmbeddingSpec
+
 FALLBACK_CONTEXT_LENGTH = 4096
-_CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length", "n_ctx")
+_CONTEXT_KEYS = (
+    "max_position_embeddings",
+    "n_positions",
+    "max_seq_len",
+    "seq_length",
+    "n_ctx",
+    "n_text_ctx",  # Whisper: the decoder's token window
+)
 
 
 @dataclass(slots=True)
@@ -29,6 +40,8 @@ class LoadedModel:
     context_length: int
     stop_token_ids: frozenset[int]
     created: int = field(default_factory=lambda: int(time.time()))
+    model_type: ModelType = ModelType.TEXT
+    embedding: EmbeddingSpec | None = None  # embeddings models: dimensions, limits
 
 
 def default_spec() -> ModelSpec:

@@ -1,0 +1,1 @@
+"""Services beside text generation that run on the engine thread: embeddings."""
