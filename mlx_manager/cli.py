@@ -178,7 +178,10 @@ def serve(args: argparse.Namespace) -> int:
     server = uvicorn.Server(
         uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level)
     )
-    server.run()
+    try:
+        server.run()
+    except KeyboardInterrupt:  # uvicorn re-raises the signal after a clean shutdown
+        return 130
     if failure:
         print(f"mlx-manager: could not start: {failure[0]}", file=sys.stderr)
         return 1

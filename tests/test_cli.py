@@ -72,3 +72,18 @@ def test_convert_gguf_rejects_non_gguf(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert "x.gguf" in result.stderr
+
+
+def test_ctrl_c_stops_without_a_traceback(tmp_path: Path, tiny_model_dirs: dict[str, Path]) -> None:
+    import signal
+
+    from tests.fixtures.server import ServerProcess
+
+    server = ServerProcess("--model", f"tiny={tiny_model_dirs['llama']}", log_dir=tmp_path)
+    server.wait_ready()
+    server.process.send_signal(signal.SIGINT)
+    code = server.process.wait(timeout=30)
+    log = server.log()
+    server.stop()
+    assert code in (0, 130)
+    assert "Traceback" not in log

@@ -2,9 +2,12 @@
 
 What is paged: the K/V of every attention layer of a model whose mlx-lm cache is the plain
 `KVCache` (llama, qwen, mistral, phi3, gemma 1/2 ...). Storage per layer is one preallocated
-array `[num_blocks, block_size, n_kv_heads, head_dim]`; a sequence's tokens live in the blocks
-of its block table. Attention reads K/V by gathering the sequence's blocks (a gather path that
-works on every MLX backend; no fused paged-attention kernel yet). What is not paged: models
+array `[n_kv_heads, num_blocks * block_size, head_dim]` (slot = block * block_size + offset);
+a sequence's tokens live in the blocks of its block table. Heads come first so that a
+single sequence's gathered K/V is already in the `[1, heads, tokens, dim]` layout attention
+reads: batch-1 decode needs one scatter and one gather per layer and no transposes.
+Attention reads K/V by gathering the sequence's blocks (a gather path that works on every MLX
+backend; no fused paged-attention kernel yet). What is not paged: models
 whose cache is not plain KVCache (sliding-window / rotating, SSM or hybrid layers); those run on
 the single-sequence engine with mlx-lm's own caches.
 
@@ -50,8 +53,8 @@ class StepMeta:
 
     offsets: mx.array | int  # position of the first new token, per sequence
     write_slots: mx.array  # [B * L] flat slot of each new token (block * block_size + offset)
-    block_tables: mx.array  # [B, max_blocks] padded with the null block 0
-    mask: mx.array  # [B, 1, L, max_blocks * block_size] bool
+    read_slots: mx.array  # [B, T] slots of each sequence's blocks, padded with the null block
+    mask: mx.array  # [B, 1, L, T] bool
 
 
 class PagedKVStorage:
@@ -59,7 +62,7 @@ class PagedKVStorage:
         self.layout = layout
         self.num_blocks = num_blocks
         self.block_size = block_size
-        shape = (num_blocks, block_size, layout.n_kv_heads, layout.head_dim)
+        shape = (layout.n_kv_heads, num_blocks * block_size, layout.head_dim)
         self.keys = [mx.zeros(shape, dtype=layout.dtype) for _ in range(layout.num_layers)]
         self.values = [mx.zeros(shape, dtype=layout.dtype) for _ in range(layout.num_layers)]
         mx.eval(self.keys, self.values)
@@ -76,11 +79,12 @@ class PagedKVStorage:
         """Copy-on-write: duplicate whole blocks src -> dst in every layer."""
         if not pairs:
             return
-        src = mx.array([s for s, _ in pairs], dtype=mx.int32)
-        dst = mx.array([d for _, d in pairs], dtype=mx.int32)
+        size = self.block_size
+        src = mx.array([s * size + i for s, _ in pairs for i in range(size)], dtype=mx.int32)
+        dst = mx.array([d * size + i for _, d in pairs for i in range(size)], dtype=mx.int32)
         for pools in (self.keys, self.values):
             for i, pool in enumerate(pools):
-                pool[dst] = pool[src]
+                pool[:, dst] = pool[:, src]
                 pools[i] = pool
 
     def views(self, meta: StepMeta) -> list[PagedLayerCache]:
@@ -103,13 +107,17 @@ class PagedLayerCache:
 
     def _write_and_gather(self, pools: list[mx.array], new: mx.array) -> mx.array:
         batch, heads, length, dim = new.shape
+        if batch == 1:
+            update = new.reshape(heads, length, dim)
+        else:
+            update = new.transpose(1, 0, 2, 3).reshape(heads, batch * length, dim)
         pool = pools[self._layer]
-        flat = pool.reshape(-1, heads, dim)
-        flat[self._meta.write_slots] = new.transpose(0, 2, 1, 3).reshape(batch * length, heads, dim)
-        pool = flat.reshape(pool.shape)
+        pool[:, self._meta.write_slots] = update
         pools[self._layer] = pool
-        gathered = pool[self._meta.block_tables]  # [B, max_blocks, block_size, H, D]
-        return gathered.reshape(batch, -1, heads, dim).transpose(0, 2, 1, 3)
+        gathered = pool[:, self._meta.read_slots]  # [H, B, T, D]
+        if batch == 1:
+            return gathered.reshape(1, heads, -1, dim)
+        return gathered.transpose(1, 0, 2, 3)
 
     def make_mask(self, n: int, return_array: bool = False, **_: Any) -> mx.array:
         return self._meta.mask

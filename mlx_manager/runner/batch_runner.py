@@ -157,7 +157,10 @@ class BatchRunner:
         meta = StepMeta(
             offsets=chunks[0].start if len(chunks) == 1 else starts,
             write_slots=mx.array(slots, dtype=mx.int32),
-            block_tables=mx.array(tables, dtype=mx.int32),
+            read_slots=(
+                mx.array(tables, dtype=mx.int32)[:, :, None] * block_size
+                + mx.arange(block_size, dtype=mx.int32)
+            ).reshape(len(chunks), -1),
             mask=mask,
         )
         ragged = any(c.num_tokens != length for c in chunks)
