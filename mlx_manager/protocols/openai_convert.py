@@ -74,22 +74,19 @@ def completion_request_to_internal(body: CompletionRequest, request_id: str) -> 
                 param="prompt",
             )
         prompt = prompt[0]  # type: ignore[assignment]
+    prompt_text: str | None = None
+    tokens: tuple[int, ...] | None = None
     if isinstance(prompt, str):
-        return GenerateRequest(
-            request_id,
-            body.model,
-            sampling,
-            prompt_text=prompt,
-            echo=bool(body.echo),
-            priority=priority_value(body.priority),
-        )
-    if not prompt:
+        prompt_text = prompt
+    elif not prompt:
         raise InvalidRequest("prompt must not be empty", param="prompt")
-    tokens = tuple(int(t) for t in prompt)  # type: ignore[arg-type]
+    else:
+        tokens = tuple(int(t) for t in prompt)  # type: ignore[arg-type]
     return GenerateRequest(
         request_id,
         body.model,
         sampling,
+        prompt_text=prompt_text,
         prompt_tokens=tokens,
         echo=bool(body.echo),
         priority=priority_value(body.priority),
