@@ -67,6 +67,20 @@ class EngineConfig(BaseModel):
     priority_aging_s: float
     max_embedding_inputs: int = 2048
     max_embedding_tokens: int = 262_144
+    max_vision_seqs: int = 4
+
+
+class VisionConfig(BaseModel):
+    """What vision requests need: image fetching and decoding limits."""
+
+    model_config = ConfigDict(frozen=True)
+
+    image_allow_hosts: tuple[str, ...] = ()
+    image_fetch_timeout_s: float = 10.0
+    max_image_bytes: int = 20 * 1024 * 1024
+    max_image_pixels: int = 40_000_000
+    max_image_side: int = 2048
+    max_images_per_request: int = 16
 
 
 class PoolConfig(BaseModel):
@@ -205,6 +219,35 @@ class Settings(BaseSettings):
         gt=0,
         description="A waiting request gains one priority level per this many seconds.",
     )
+    image_allow_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "Hosts or CIDRs (e.g. 127.0.0.1, 10.0.0.0/8, images.lan) that image URLs may "
+            "reach although they are private, loopback or link-local; refused by default. "
+            "Repeatable."
+        ),
+    )
+    image_fetch_timeout_s: float = Field(
+        10.0, gt=0, description="Seconds to fetch one image URL (redirects included); 400 after."
+    )
+    max_image_bytes: int = Field(
+        20 * 1024 * 1024, ge=1024, description="Largest encoded image (bytes); 400 above."
+    )
+    max_image_pixels: int = Field(
+        40_000_000, ge=1, description="Most pixels (width x height) of a decoded image; 400 above."
+    )
+    max_image_side: int = Field(
+        2048, ge=16, description="Images longer than this (pixels) are downscaled to it."
+    )
+    max_images_per_request: int = Field(
+        16, ge=1, description="Most images in one chat request; 400 above."
+    )
+    max_vision_seqs: int = Field(
+        4,
+        ge=1,
+        description="Vision requests generating at once per vision model (interleaved token "
+        "by token); more wait in arrival order.",
+    )
     cpu_float32_max_gb: float = Field(
         2.0,
         ge=0,
@@ -236,7 +279,15 @@ class Settings(BaseSettings):
         ),
     )
 
-    @field_validator("model", "model_dir", "pin", "model_keep_alive", "model_alias", mode="before")
+    @field_validator(
+        "model",
+        "model_dir",
+        "pin",
+        "model_keep_alive",
+        "model_alias",
+        "image_allow_hosts",
+        mode="before",
+    )
     @classmethod
     def _split_models(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -300,6 +351,16 @@ class Settings(BaseSettings):
             scan_hf_cache=self.scan_hf_cache,
         )
 
+    def vision(self) -> VisionConfig:
+        return VisionConfig(
+            image_allow_hosts=tuple(self.image_allow_hosts),
+            image_fetch_timeout_s=self.image_fetch_timeout_s,
+            max_image_bytes=self.max_image_bytes,
+            max_image_pixels=self.max_image_pixels,
+            max_image_side=self.max_image_side,
+            max_images_per_request=self.max_images_per_request,
+        )
+
     def engine(self) -> EngineConfig:
         return EngineConfig(
             default_max_tokens=self.default_max_tokens,
@@ -313,6 +374,7 @@ class Settings(BaseSettings):
             priority_aging_s=self.priority_aging_s,
             max_embedding_inputs=self.max_embedding_inputs,
             max_embedding_tokens=self.max_embedding_tokens,
+            max_vision_seqs=self.max_vision_seqs,
         )
 
 

@@ -90,12 +90,29 @@ class ResponseFormat:
 
 
 @dataclass(frozen=True, slots=True)
+class ImageRef:
+    """An image as the client gave it: a ``data:`` URL or an http(s) URL, fetched later."""
+
+    url: str
+    param: str  # where in the request it came from, for error messages
+
+
+# A piece of a message's content, in the client's order: text or an image.
+ContentPiece = str | ImageRef
+
+
+@dataclass(frozen=True, slots=True)
 class ChatMessage:
     role: str  # system, user, assistant, tool
-    content: str
+    content: str  # the text parts, joined (what text-only models see)
     tool_calls: tuple[ToolCall, ...] = ()
     tool_call_id: str | None = None  # role "tool": the call this answers
     name: str | None = None
+    parts: tuple[ContentPiece, ...] = ()  # text and images in order; set when there are images
+
+    @property
+    def images(self) -> tuple[ImageRef, ...]:
+        return tuple(p for p in self.parts if isinstance(p, ImageRef))
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +131,11 @@ class GenerateRequest:
     tool_choice: ToolChoice = ToolChoice()
     parallel_tool_calls: bool | None = None  # None: the client did not say
     response_format: ResponseFormat | None = None
+
+    @property
+    def images(self) -> tuple[ImageRef, ...]:
+        """Every image of every message, in order."""
+        return tuple(image for m in self.messages or () for image in m.images)
 
 
 @dataclass(frozen=True, slots=True)

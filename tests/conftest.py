@@ -15,6 +15,7 @@ from tests.fixtures.pool_models import pool_model_root
 from tests.fixtures.server import ServerProcess
 from tests.fixtures.speech import fox_wav, whisper_dir
 from tests.fixtures.tiny_models import tiny_model_dirs
+from tests.fixtures.vision_models import tiny_smolvlm_dir
 
 # Session fixtures shared by every test package.
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "minilm_dir",
     "pool_model_root",
     "tiny_model_dirs",
+    "tiny_smolvlm_dir",
     "whisper_dir",
 ]
 

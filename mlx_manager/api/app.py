@@ -37,7 +37,9 @@ def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = EngineClient(settings.engine(), settings.models(), settings.pool())
+        engine = EngineClient(
+            settings.engine(), settings.models(), settings.pool(), settings.vision()
+        )
         app.state.engine = engine
         loading = asyncio.create_task(_load(engine))
         try:

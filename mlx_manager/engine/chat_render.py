@@ -59,8 +59,18 @@ def _arguments(call: ToolCall) -> Any:
         return call.arguments
 
 
+def _content(message: ChatMessage) -> str | list[dict[str, Any]]:
+    """The text, or with images the parts in order (``{"type": "image"}`` marks an image)."""
+    if not message.parts:
+        return message.content
+    return [
+        {"type": "text", "text": p} if isinstance(p, str) else {"type": "image"}
+        for p in message.parts
+    ]
+
+
 def _native_message(message: ChatMessage) -> dict[str, Any]:
-    out: dict[str, Any] = {"role": message.role, "content": message.content}
+    out: dict[str, Any] = {"role": message.role, "content": _content(message)}
     if message.tool_calls:
         out["tool_calls"] = [
             {
@@ -91,6 +101,9 @@ def _fallback_messages(messages: tuple[ChatMessage, ...]) -> list[dict[str, Any]
                 out[-1]["content"] += "\n" + block
             else:
                 out.append({"role": "user", "content": block, "tool_results": True})
+            continue
+        if message.parts:  # images: only in user messages, never beside tool calls
+            out.append({"role": message.role, "content": _content(message)})
             continue
         content = message.content
         if message.tool_calls:

@@ -12,18 +12,20 @@ import asyncio
 import dataclasses
 import enum
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
 
 import numpy as np
 
-from mlx_manager.config import EngineConfig, ModelsConfig, PoolConfig
+from mlx_manager.config import EngineConfig, ModelsConfig, PoolConfig, VisionConfig
 from mlx_manager.engine.core import EngineSnapshot
 from mlx_manager.engine.loop import EngineThread
 from mlx_manager.engine.model_host import EngineModelHost, MlxMemory
 from mlx_manager.engine.output_parser import OutputParser
 from mlx_manager.engine.prompt import completion_budget, prompt_ids_for
 from mlx_manager.engine.request import EngineRequest
-from mlx_manager.engine.structured import prepare, tool_format_of
+from mlx_manager.engine.structured import PreparedRequest, prepare, tool_format_of
+from mlx_manager.engine.vision_request import image_policy, prepare_vision
 from mlx_manager.errors import InvalidRequest, ModelLoading, Overloaded
 from mlx_manager.models import speech_model
 from mlx_manager.models.detection import ModelType
@@ -38,6 +40,8 @@ from mlx_manager.services.embeddings import EmbeddingInputs, EmbeddingLimits, Em
 from mlx_manager.types import GenerateRequest, GenerationEvent, ModelInfo, merge_events
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 def _a_model(model_type: ModelType) -> str:
@@ -113,10 +117,13 @@ class EngineClient:
         engine_config: EngineConfig,
         models_config: ModelsConfig,
         pool_config: PoolConfig | None = None,
+        vision_config: VisionConfig | None = None,
     ) -> None:
         self._engine_config = engine_config
         self._models_config = models_config
         self._pool_config = pool_config or PoolConfig()
+        self._vision = vision_config or VisionConfig()
+        self._image_policy = image_policy(self._vision)
         self._thread = EngineThread(engine_config)
         self._host = EngineModelHost(self._thread, engine_config, models_config)
         self.pool = ModelPool(self._pool_config, self._host)
@@ -195,6 +202,15 @@ class EngineClient:
         """Check the model can generate text, load it if need be, and hold it."""
         self._check_started()
         entry = self.pool.entry(request.model)
+        if request.images and entry.model_type is not ModelType.VISION:
+            first = request.images[0]
+            raise InvalidRequest(
+                f"{first.param} is an image, but the model '{entry.model_id}' is "
+                f"{_a_model(entry.model_type)}: it accepts text only; send images to a vision "
+                "model.",
+                param=first.param,
+                code="model_type_mismatch",
+            )
         if not entry.model_type.generates_text:
             raise InvalidRequest(
                 f"The model '{entry.model_id}' is {_a_model(entry.model_type)}: it cannot "
@@ -294,14 +310,31 @@ class EngineClient:
             raise Overloaded("too many requests are waiting; retry later", retry_after_s=1)
         lease = await self._lease(request)
         try:
-            return self._queue(request, lease)
+            if lease.model.model_type is ModelType.VISION:
+                vision = await prepare_vision(
+                    lease.model,
+                    request,
+                    self._image_policy,
+                    self._vision.max_images_per_request,
+                    self._on_engine,
+                )
+                return self._queue(request, lease, vision.prepared, vision.media)
+            return self._queue(request, lease, prepare(lease.model, request))
         except BaseException:
             lease.release()
             raise
 
-    def _queue(self, request: GenerateRequest, lease: Lease) -> RequestStream:
+    async def _on_engine(self, fn: Callable[[], T]) -> T:
+        return await asyncio.wrap_future(self._thread.call(lambda _core: fn()))
+
+    def _queue(
+        self,
+        request: GenerateRequest,
+        lease: Lease,
+        prepared: PreparedRequest,
+        media: dict[str, Any] | None = None,
+    ) -> RequestStream:
         model = lease.model
-        prepared = prepare(model, request)
         prompt_ids = prepared.prompt_ids
         max_tokens = completion_budget(
             len(prompt_ids),
@@ -316,6 +349,7 @@ class EngineClient:
             prepared.sampling,
             max_tokens,
             request.priority,
+            media=media,
         )
         stream = RequestStream(engine_request, self._thread, prepared.parser, lease)
         self._thread.submit(engine_request, stream)

@@ -2,7 +2,8 @@
 
 Models whose layers all use mlx-lm's plain KVCache run on the paged, continuous-batching
 engine; anything else (sliding-window, SSM or hybrid caches) runs on the single-sequence
-engine. The core routes requests and aborts, emits events, and publishes a snapshot.
+engine, and vision models on the same engine with several sequences interleaved. The core
+routes requests and aborts, emits events, and publishes a snapshot.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from mlx_manager.errors import ApiError, InternalError
 from mlx_manager.kv.paged_storage import probe_kv_layout
 from mlx_manager.models.detection import ModelType
 from mlx_manager.models.loaded import LoadedModel
+from mlx_manager.models.vision_model import VisionRunner
 from mlx_manager.types import FinishReason, GenerationEvent
 
 log = logging.getLogger(__name__)
@@ -75,8 +77,13 @@ class EngineCore:
         if model.model_type in (ModelType.EMBEDDINGS, ModelType.SPEECH):  # run by calls
             self.models[model.model_id] = model
             return
-        layout = probe_kv_layout(model.model) if self._config.paged else None
         engine: ModelEngine
+        if model.model_type is ModelType.VISION:
+            engine = self._vision_engine(model)
+            self.models[model.model_id] = model
+            self._engines[model.model_id] = engine
+            return
+        layout = probe_kv_layout(model.model) if self._config.paged else None
         if layout is None:
             log.info("model %s runs on the single-sequence engine", model.model_id)
             engine = SerialModelEngine(model, self._config.prefill_step_size)
@@ -85,6 +92,18 @@ class EngineCore:
             log.info("model %s: paged KV cache, %s", model.model_id, engine.describe())
         self.models[model.model_id] = model
         self._engines[model.model_id] = engine
+
+    def _vision_engine(self, model: LoadedModel) -> SerialModelEngine:
+        """Vision sequences interleaved token by token, each with mlx-vlm's own cache."""
+        step_size = self._config.prefill_step_size
+
+        def runner(request: EngineRequest) -> VisionRunner:
+            return VisionRunner(model, request, step_size)
+
+        log.info("model %s runs on the vision engine", model.model_id)
+        return SerialModelEngine(
+            model, step_size, max_active=self._config.max_vision_seqs, runner_factory=runner
+        )
 
     def remove_model(self, model_id: str) -> LoadedModel | None:
         """Drop a model and its engine (KV storage included) and return freed memory to MLX.

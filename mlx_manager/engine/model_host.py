@@ -51,10 +51,8 @@ class EngineModelHost:
         return weights + self._kv_budget_of(entry)
 
     def _kv_budget_of(self, entry: CatalogEntry) -> int:
-        """Embeddings and speech models keep no KV pool."""
-        return (
-            0 if entry.model_type in (ModelType.EMBEDDINGS, ModelType.SPEECH) else self._kv_budget
-        )
+        """Only text models keep a preallocated KV pool (vision caches grow per sequence)."""
+        return self._kv_budget if entry.model_type is ModelType.TEXT else 0
 
     async def resolve(self, specs: list[ModelSpec]) -> list[tuple[str, Path]]:
         """Each spec's local directory (may download or convert the embedded model)."""

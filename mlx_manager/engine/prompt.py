@@ -24,14 +24,42 @@ def prompt_ids_for(
             )
         return list(request.prompt_tokens)
     if request.messages is not None:
-        messages, tools = template_inputs(request, tool_format)
-        try:
-            return model.family.render_prompt(model.tokenizer, messages, tools=tools)
-        except TemplateError as exc:
-            raise InvalidRequest(
-                f"the model's chat template rejected these messages: {exc}", param="messages"
-            ) from exc
+        # The template wrote any BOS itself: adding special tokens would double it.
+        text = _chat_text(model, request, tool_format)
+        return list(model.tokenizer.encode(text, add_special_tokens=False))
     return list(model.tokenizer.encode(request.prompt_text or ""))
+
+
+def vision_prompt_text(
+    model: LoadedModel, request: GenerateRequest, tool_format: ToolFormat | None = None
+) -> str | None:
+    """The prompt text a vision model's processor tokenizes (None: token ids were given).
+
+    Chat contents go to the template as lists of parts, images where the client put them.
+    """
+    if request.prompt_tokens is not None:
+        return None
+    if request.messages is not None:
+        return _chat_text(model, request, tool_format, content_parts=True)
+    return request.prompt_text or ""
+
+
+def _chat_text(
+    model: LoadedModel,
+    request: GenerateRequest,
+    tool_format: ToolFormat | None,
+    *,
+    content_parts: bool = False,
+) -> str:
+    messages, tools = template_inputs(request, tool_format)
+    try:
+        return model.family.render_text(
+            model.tokenizer, messages, tools=tools, content_parts=content_parts
+        )
+    except TemplateError as exc:
+        raise InvalidRequest(
+            f"the model's chat template rejected these messages: {exc}", param="messages"
+        ) from exc
 
 
 def completion_budget(

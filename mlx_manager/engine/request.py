@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from mlx_manager.types import SamplingParams
 
@@ -15,3 +17,6 @@ class EngineRequest:
     sampling: SamplingParams
     max_tokens: int
     priority: int = 0  # lower runs first
+    # Vision requests: the processor's arrays (numpy: pixel values, masks, grid sizes),
+    # turned into MLX arrays on the engine thread.
+    media: Mapping[str, Any] | None = field(default=None, compare=False)

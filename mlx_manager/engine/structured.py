@@ -33,9 +33,13 @@ def tool_format_of(model: LoadedModel, request: GenerateRequest) -> ToolFormat |
     return tool_format_for(model.tokenizer, model.family.name)
 
 
-def prepare(model: LoadedModel, request: GenerateRequest) -> PreparedRequest:
+def prepare(
+    model: LoadedModel, request: GenerateRequest, prompt_ids: list[int] | None = None
+) -> PreparedRequest:
+    """`prompt_ids`: already tokenized (vision processors do it); else rendered here."""
     fmt = tool_format_of(model, request)
-    prompt_ids = prompt_ids_for(model, request, fmt)
+    if prompt_ids is None:
+        prompt_ids = prompt_ids_for(model, request, fmt)
     constraint = build_constraint(model, request, fmt)
     sampling = request.sampling
     if constraint is not None:

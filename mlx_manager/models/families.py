@@ -56,7 +56,13 @@ PHI3_TEMPLATE = (
 )
 
 # End-of-turn markers that mean "stop" wherever a chat template writes them.
-TEMPLATE_STOP_MARKERS = ("<|im_end|>", "<|eot_id|>", "<|eom_id|>", "<end_of_turn>")
+TEMPLATE_STOP_MARKERS = (
+    "<|im_end|>",
+    "<|eot_id|>",
+    "<|eom_id|>",
+    "<end_of_turn>",
+    "<end_of_utterance>",  # Idefics3 / SmolVLM
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,16 +120,34 @@ class ChatFamily:
 
         ``tools`` (OpenAI function-tool dicts) go to templates that render tools themselves.
         """
+        text = self.render_text(
+            tokenizer, messages, add_generation_prompt=add_generation_prompt, tools=tools
+        )
+        # The template wrote any BOS itself: adding special tokens here would double it.
+        return list(tokenizer.encode(text, add_special_tokens=False))
+
+    def render_text(
+        self,
+        tokenizer: Any,
+        messages: list[dict[str, Any]],
+        *,
+        add_generation_prompt: bool = True,
+        tools: list[dict[str, Any]] | None = None,
+        content_parts: bool = False,
+    ) -> str:
+        """The chat template's text for ``messages`` (vision processors tokenize it).
+
+        ``content_parts``: give the template every content as a list of parts (vision
+        templates iterate over parts to place their image tokens).
+        """
         prepared = self.prepare_messages(messages)
         try:
-            text = self._render(tokenizer, prepared, add_generation_prompt, tools)
+            return self._render(tokenizer, prepared, add_generation_prompt, tools, content_parts)
         except TemplateError:
             if not any(m.get("role") == "system" for m in prepared):
                 raise
             folded = fold_system_messages(prepared)
-            text = self._render(tokenizer, folded, add_generation_prompt, tools)
-        # The template wrote any BOS itself: adding special tokens here would double it.
-        return list(tokenizer.encode(text, add_special_tokens=False))
+            return self._render(tokenizer, folded, add_generation_prompt, tools, content_parts)
 
     @property
     def fallback_template(self) -> str:
@@ -136,7 +160,10 @@ class ChatFamily:
         messages: list[dict[str, Any]],
         generation: bool,
         tools: list[dict[str, Any]] | None = None,
+        content_parts: bool = False,
     ) -> str:
+        if content_parts:
+            messages = [{**m, "content": as_parts(m.get("content"))} for m in messages]
         kwargs: dict[str, Any] = {"tools": tools} if tools else {}
         # has_chat_template: mlx-lm's wrapper also counts its own renderers (chat_template_type).
         if tokenizer.chat_template is None and not getattr(tokenizer, "has_chat_template", False):
@@ -154,6 +181,15 @@ def content_text(content: Any) -> str:
     if isinstance(content, str):
         return content
     return "".join(part.get("text", "") for part in content if part.get("type") == "text")
+
+
+def as_parts(content: Any) -> list[dict[str, Any]]:
+    """A message content as a list of parts (a string becomes one text part)."""
+    if content is None or content == "":
+        return []
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}]
+    return list(content)
 
 
 def fold_system_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -42,6 +42,7 @@ class LoadedModel:
     created: int = field(default_factory=lambda: int(time.time()))
     model_type: ModelType = ModelType.TEXT
     embedding: EmbeddingSpec | None = None  # embeddings models: dimensions, limits
+    processor: Any = None  # vision models: the transformers processor (image tokens, pixels)
 
 
 def default_spec() -> ModelSpec:

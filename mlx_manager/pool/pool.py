@@ -23,7 +23,6 @@ from typing import Any, Protocol
 from mlx_manager.config import PoolConfig
 from mlx_manager.errors import ApiError, ModelBusy, ModelNotFound, NotFound, PoolFull
 from mlx_manager.models.loaded import LoadedModel
-from mlx_manager.models.loaders import check_loadable
 from mlx_manager.pool.budget import Limits, limits_for
 from mlx_manager.pool.catalog import Catalog, CatalogEntry
 from mlx_manager.pool.planner import RETRY_AFTER_S, over_budget, plan_eviction
@@ -183,7 +182,6 @@ class ModelPool:
             await asyncio.shield(resident.done)
 
     def _begin_load(self, entry: CatalogEntry, pinned: bool) -> Resident:
-        check_loadable(entry.model_id, entry.model_type)
         estimate = self._host.estimate_bytes(entry)
         victims = plan_eviction(self._residents.values(), entry.model_id, estimate, self.limits)
         keep_alive = self._config.keep_alive_for(entry.model_id)
@@ -280,7 +278,6 @@ class ModelPool:
 
     def _fits(self, entry: CatalogEntry) -> bool:
         try:
-            check_loadable(entry.model_id, entry.model_type)
             estimate = self._host.estimate_bytes(entry)
             victims = plan_eviction(self._residents.values(), entry.model_id, estimate, self.limits)
             return not victims

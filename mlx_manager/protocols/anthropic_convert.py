@@ -27,8 +27,10 @@ from mlx_manager.protocols.anthropic_schemas import (
 )
 from mlx_manager.types import (
     ChatMessage,
+    ContentPiece,
     FinishReason,
     GenerateRequest,
+    ImageRef,
     ResponseFormat,
     SamplingParams,
     ToolCall,
@@ -117,13 +119,15 @@ def _messages(body: _PromptFields) -> tuple[ChatMessage, ...]:
 def _message(message: MessageIn, where: str) -> list[ChatMessage]:
     if isinstance(message.content, str):
         return [ChatMessage(message.role, message.content)]
-    texts: list[str] = []
+    pieces: list[ContentPiece] = []
     calls: list[ToolCall] = []
     results: list[ChatMessage] = []
     for j, block in enumerate(message.content):
         path = f"{where}.content[{j}]"
         if isinstance(block, TextBlock):
-            texts.append(block.text)
+            pieces.append(block.text)
+        elif isinstance(block, ImageBlock) and message.role == "user":
+            pieces.append(_image_ref(block, path))
         elif isinstance(block, ToolUseBlock):
             calls.append(ToolCall(block.id, block.name, json.dumps(block.input)))
         elif isinstance(block, ToolResultBlock):
@@ -134,8 +138,36 @@ def _message(message: MessageIn, where: str) -> list[ChatMessage]:
             raise _unsupported_block(block.type, path)
     if (calls and message.role != "assistant") or (results and message.role != "user"):
         raise InvalidRequest(f"{where} has blocks its role cannot hold", param=where)
-    tail = [ChatMessage(message.role, "\n".join(texts), tuple(calls))] if texts or calls else []
+    texts = [p for p in pieces if isinstance(p, str)]
+    parts = tuple(pieces) if len(texts) < len(pieces) else ()  # only when there are images
+    tail = (
+        [ChatMessage(message.role, "\n".join(texts), tuple(calls), parts=parts)]
+        if pieces or calls
+        else []
+    )
     return results + tail
+
+
+def _image_ref(block: ImageBlock, path: str) -> ImageRef:
+    """An image block's source as a URL: base64 sources become ``data:`` URLs."""
+    source = block.source
+    kind = source.get("type")
+    if kind == "base64":
+        media_type, data = source.get("media_type"), source.get("data")
+        if not isinstance(media_type, str) or not isinstance(data, str):
+            raise InvalidRequest(
+                f"{path}.source needs string media_type and data", param=f"{path}.source"
+            )
+        return ImageRef(f"data:{media_type};base64,{data}", f"{path}.source")
+    if kind == "url":
+        url = source.get("url")
+        if not isinstance(url, str) or not url:
+            raise InvalidRequest(f"{path}.source.url must be a URL string", param=f"{path}.source")
+        return ImageRef(url, f"{path}.source")
+    raise UnsupportedParameter(
+        f"{path}.source.type {kind!r} is not supported (base64 and url are)",
+        param=f"{path}.source.type",
+    )
 
 
 def _result_text(block: ToolResultBlock, path: str) -> str:
@@ -154,7 +186,10 @@ def _result_text(block: ToolResultBlock, path: str) -> str:
 
 def _unsupported_block(kind: str, path: str) -> InvalidRequest:
     if kind == "image":
-        return InvalidRequest(f"{path} is an image block; this model accepts text only", param=path)
+        return InvalidRequest(
+            f"{path} is an image block; images are accepted in user message content only",
+            param=path,
+        )
     return UnsupportedParameter(f"{path}: {kind} blocks are not supported", param=path)
 
 

@@ -10,6 +10,7 @@ from mlx_manager.protocols.openai_schemas import (
     ChatCompletionRequest,
     ChatMessageIn,
     CompletionRequest,
+    ImageUrlPart,
     NamedToolChoice,
     ResponseFormat,
     TextPart,
@@ -17,8 +18,10 @@ from mlx_manager.protocols.openai_schemas import (
 )
 from mlx_manager.types import (
     ChatMessage,
+    ContentPiece,
     FinishReason,
     GenerateRequest,
+    ImageRef,
     SamplingParams,
     TokenLogprob,
     ToolCall,
@@ -208,15 +211,43 @@ def _content_message(message: ChatMessageIn, where: str) -> ChatMessage:
         return ChatMessage(message.role, "")
     if isinstance(content, str):
         return ChatMessage(message.role, content)
-    texts = []
-    for part in content:
-        if not isinstance(part, TextPart):
+    pieces: list[ContentPiece] = []
+    for j, part in enumerate(content):
+        path = f"{where}.content[{j}]"
+        if isinstance(part, TextPart):
+            pieces.append(part.text)
+        elif isinstance(part, ImageUrlPart) and message.role == "user":
+            pieces.append(_image_ref(part, path))
+        else:
             raise InvalidRequest(
-                f"{where}.content has a {part.type!r} part; this model accepts text only",
-                param=f"{where}.content",
+                f"{path} is a {part.type!r} part, which {message.role} messages cannot carry "
+                "here (text parts, and image_url parts in user messages for vision models)",
+                param=path,
             )
-        texts.append(part.text)
-    return ChatMessage(message.role, "\n".join(texts))
+    text = "\n".join(p for p in pieces if isinstance(p, str))
+    has_images = any(isinstance(p, ImageRef) for p in pieces)
+    return ChatMessage(message.role, text, parts=tuple(pieces) if has_images else ())
+
+
+def _image_ref(part: ImageUrlPart, path: str) -> ImageRef:
+    image_url = part.image_url
+    unknown = sorted(set(image_url) - {"url", "detail"})
+    if unknown:
+        raise UnsupportedParameter(
+            f"{path}.image_url.{unknown[0]} is not supported", param=f"{path}.image_url"
+        )
+    url = image_url.get("url")
+    if not isinstance(url, str) or not url:
+        raise InvalidRequest(
+            f"{path}.image_url.url must be a URL string", param=f"{path}.image_url"
+        )
+    # `detail` is a hint; images are always processed at the model's own resolution.
+    if image_url.get("detail", "auto") not in ("auto", "low", "high"):
+        raise InvalidRequest(
+            f"{path}.image_url.detail must be 'auto', 'low' or 'high'",
+            param=f"{path}.image_url.detail",
+        )
+    return ImageRef(url, f"{path}.image_url")
 
 
 # --- responses ---------------------------------------------------------------------------

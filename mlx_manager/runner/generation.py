@@ -1,7 +1,7 @@
-"""Runs one sequence through mlx-lm's `generate_step` (prefill, then one token per call).
+"""Runs one sequence through a `generate_step` (prefill, then one token per call).
 
-The single-sequence runner of the first engine; the batched, paged runner replaces it behind
-the same engine core interface.
+Used by the sequence-at-a-time engine: mlx-lm's `generate_step` for text models the paged
+engine cannot run, mlx-vlm's for vision models (runner/vision.py).
 """
 
 from __future__ import annotations
@@ -24,26 +24,12 @@ class StepOutput:
     top_logprobs: tuple[tuple[int, float], ...] = ()
 
 
-class SequenceRunner:
-    def __init__(
-        self,
-        model: Any,
-        prompt_ids: list[int],
-        params: SamplingParams,
-        max_tokens: int,
-        prefill_step_size: int,
-    ) -> None:
-        if params.seed is not None:
-            mx.random.seed(params.seed)
+class StepRunner:
+    """One sequence's token steps from a `generate_step`-style iterator of (token, logprobs)."""
+
+    def __init__(self, steps: Iterator[tuple[Any, mx.array]], params: SamplingParams) -> None:
+        self._steps = steps
         self._params = params
-        self._steps: Iterator[tuple[Any, mx.array]] = generate_step(
-            mx.array(prompt_ids, dtype=mx.uint32),
-            model,
-            max_tokens=max_tokens,
-            sampler=build_sampler(params),
-            logits_processors=build_logits_processors(params),
-            prefill_step_size=prefill_step_size,
-        )
 
     def next(self) -> StepOutput | None:
         """Generate one token (the first call also runs the prefill); None when exhausted."""
@@ -71,3 +57,27 @@ class SequenceRunner:
         close = getattr(self._steps, "close", None)
         if close is not None:
             close()
+
+
+class SequenceRunner(StepRunner):
+    """A text sequence through mlx-lm's `generate_step`."""
+
+    def __init__(
+        self,
+        model: Any,
+        prompt_ids: list[int],
+        params: SamplingParams,
+        max_tokens: int,
+        prefill_step_size: int,
+    ) -> None:
+        if params.seed is not None:
+            mx.random.seed(params.seed)
+        steps = generate_step(
+            mx.array(prompt_ids, dtype=mx.uint32),
+            model,
+            max_tokens=max_tokens,
+            sampler=build_sampler(params),
+            logits_processors=build_logits_processors(params),
+            prefill_step_size=prefill_step_size,
+        )
+        super().__init__(steps, params)

@@ -10,7 +10,7 @@ from typing import Any, cast
 import pytest
 
 from mlx_manager.config import PoolConfig
-from mlx_manager.errors import ModelBusy, ModelLoadFailed, ModelNotSupported, NotFound, PoolFull
+from mlx_manager.errors import ModelBusy, ModelLoadFailed, NotFound, PoolFull
 from mlx_manager.models.detection import ModelType
 from mlx_manager.models.loaded import LoadedModel
 from mlx_manager.pool.budget import Limits
@@ -173,15 +173,13 @@ def test_failed_load_leaves_the_pool_serving() -> None:
     run(test, limits=Limits(2, None))
 
 
-def test_unknown_and_unsupported_models() -> None:
+def test_unknown_models() -> None:
     async def test(pool: ModelPool, host: FakeHost) -> None:
         with pytest.raises(NotFound) as unknown:
             await pool.acquire("../etc")
         assert (
             unknown.value.status == 404 and "served: a, b, bad, c, d, vis" in unknown.value.message
         )
-        with pytest.raises(ModelNotSupported):
-            await pool.acquire("vis")
         assert host.loads == []
 
     run(test)

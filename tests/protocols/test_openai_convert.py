@@ -69,14 +69,65 @@ def test_unsupported_are_named(fields: dict[str, object], param: str) -> None:
     assert info.value.param == param
 
 
-def test_image_part_rejected_for_text_model() -> None:
+def test_image_parts_become_image_refs_in_order() -> None:
     body = chat(
         messages=[
-            {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:,"}}]}
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "Compare"},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA"}},
+                    {
+                        "type": "image_url",
+                        "image_url": {"url": "https://x.test/a.png", "detail": "low"},
+                    },
+                    {"type": "text", "text": "please"},
+                ],
+            }
         ]
     )
-    with pytest.raises(InvalidRequest, match="image_url"):
-        convert.chat_request_to_internal(body, "r")
+    message = convert.chat_request_to_internal(body, "r").messages[0]  # type: ignore[index]
+    assert message.content == "Compare\nplease"
+    assert [p if isinstance(p, str) else p.url for p in message.parts] == [
+        "Compare",
+        "data:image/png;base64,AA",
+        "https://x.test/a.png",
+        "please",
+    ]
+    assert message.images[1].param == "messages[0].content[2].image_url"
+
+
+def test_text_only_parts_keep_no_parts() -> None:
+    body = chat(messages=[{"role": "user", "content": [{"type": "text", "text": "hi"}]}])
+    message = convert.chat_request_to_internal(body, "r").messages[0]  # type: ignore[index]
+    assert message.content == "hi" and message.parts == ()
+
+
+@pytest.mark.parametrize(
+    ("message", "param"),
+    [
+        (
+            {"role": "system", "content": [{"type": "image_url", "image_url": {"url": "data:,"}}]},
+            "messages[0].content[0]",
+        ),
+        (
+            {"role": "user", "content": [{"type": "image_url", "image_url": {"uri": "x"}}]},
+            "messages[0].content[0].image_url",
+        ),
+        (
+            {"role": "user", "content": [{"type": "image_url", "image_url": {"url": 3}}]},
+            "messages[0].content[0].image_url",
+        ),
+        (
+            {"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]},
+            "messages[0].content[0]",
+        ),
+    ],
+)
+def test_bad_image_parts_are_named(message: dict[str, object], param: str) -> None:
+    with pytest.raises(InvalidRequest) as info:
+        convert.chat_request_to_internal(chat(messages=[message]), "r")
+    assert info.value.param == param
 
 
 def test_completion_prompt_forms() -> None:

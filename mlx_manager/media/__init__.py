@@ -1,0 +1,1 @@
+"""Media inputs of requests (images for vision models): fetching, validation, decoding."""
