@@ -9,6 +9,13 @@ Free blocks wait in an LRU queue (an OrderedDict: O(1) removal from the middle o
 Allocation pops from the front. A freed block that holds a cached (hashed) prefix goes to the
 back, so it survives as long as possible; a freed block with no hash carries nothing worth
 keeping and goes to the front, to be reused first. Popping a hashed block evicts its hash.
+So the queue is always every unhashed free block, then the hashed ones in LRU order.
+
+Allocation prefers consecutive block ids: a sequence whose blocks are one run of ids has one
+contiguous range of KV slots, which the runner reads as a slice instead of a gather. The block
+right after the previous one is taken out of the queue when it is free and unhashed; any
+unhashed block is as good as the front one (the hashed blocks are evicted in the same order
+either way), so this never changes what the prefix cache keeps.
 """
 
 from __future__ import annotations
@@ -57,16 +64,24 @@ class BlockPool:
         """The free queue, next to be allocated (evicted) first."""
         return list(self._free)
 
-    def get_new_blocks(self, n: int) -> list[Block]:
-        """Take `n` blocks from the front of the free queue, evicting their cached hashes."""
-        if n > len(self._free):
-            raise ValueError(f"asked for {n} blocks, {len(self._free)} free")
+    def get_new_blocks(self, n: int, after: int | None = None) -> list[Block]:
+        """Take `n` blocks, evicting their cached hashes. Each block is the one whose id follows
+        the previous block's (the first: `after`'s) when that one is free and unhashed, else
+        the front of the free queue."""
+        free = self._free
+        if n > len(free):
+            raise ValueError(f"asked for {n} blocks, {len(free)} free")
         taken = []
         for _ in range(n):
-            _, block = self._free.popitem(last=False)
-            self._evict(block)
+            block = free.get(after + 1) if after is not None else None
+            if block is not None and block.block_hash is None:
+                del free[block.block_id]
+            else:
+                _, block = free.popitem(last=False)
+                self._evict(block)
             block.ref_count = 1
             taken.append(block)
+            after = block.block_id
         return taken
 
     def touch(self, blocks: Iterable[Block]) -> None:

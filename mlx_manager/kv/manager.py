@@ -107,10 +107,12 @@ class KVCacheManager:
         copies = []
         if cow is not None:
             src = table[cow]
-            table[cow] = self.pool.get_new_blocks(1)[0]
+            after = table[cow - 1].block_id if cow else None
+            table[cow] = self.pool.get_new_blocks(1, after)[0]
             self.pool.free_blocks([src])
             copies.append((src.block_id, table[cow].block_id))
-        table.extend(self.pool.get_new_blocks(num_new))
+        if num_new:
+            table.extend(self.pool.get_new_blocks(num_new, table[-1].block_id if table else None))
         return copies
 
     def cache_full_blocks(self, seq: KVSequence) -> None:

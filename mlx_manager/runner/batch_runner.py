@@ -1,8 +1,10 @@
 """Runs one scheduled step on the paged KV cache: batched decode, prefill chunks, sampling.
 
-All single-token chunks (decodes) share one forward pass; each multi-token prefill chunk runs
-as its own forward pass, so sequences of different lengths never need padded queries. Every
-sequence samples with its own RequestSampler; plain greedy rows share one argmax.
+All single-token chunks (decodes) share one forward pass; prefill chunks of similar length
+share one (`group_prefills`), padded to the longest. A forward of one sequence is built like
+mlx-lm's own decode step: no mask of ours, and K/V slices when its blocks are one run of ids
+(`PagedKVStorage.sequence_meta`). Every sequence samples with its own RequestSampler; plain
+greedy rows share one argmax, whose result is the step's token array as is.
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ from typing import Any
 import mlx.core as mx
 
 from mlx_manager.engine.scheduler import ScheduledChunk, SchedulerOutput
-from mlx_manager.kv.paged_storage import PagedKVStorage, StepMeta
+from mlx_manager.kv.paged_storage import PagedKVStorage
 from mlx_manager.runner.generation import StepOutput
-from mlx_manager.runner.last_logits import last_position_logits
+from mlx_manager.runner.last_logits import last_position_logits, plain_head
 from mlx_manager.runner.request_sampler import RequestSampler
 
 PENDING_TOKEN = -1  # a sampled token whose value is still on the device
@@ -25,7 +27,6 @@ PENDING_TOKEN = -1  # a sampled token whose value is still on the device
 @dataclass(slots=True)
 class _Pending:
     chunk: ScheduledChunk
-    token: mx.array
     logprobs: mx.array | None
 
 
@@ -63,6 +64,7 @@ class BatchRunner:
     def __init__(self, model: Any, storage: PagedKVStorage) -> None:
         self.model = model
         self.storage = storage
+        self._head = plain_head(model)
         # The last launched step's sampled ids (lazy) and their rows, so the next step can
         # feed them to the model before their values reach the host.
         self._last_tokens: mx.array | None = None
@@ -76,31 +78,27 @@ class BatchRunner:
 
     def launch(self, output: SchedulerOutput, samplers: dict[str, RequestSampler]) -> Launched:
         """Queue the step's forward passes and sampling on the device without waiting."""
-        self.storage.copy_blocks(output.copies)
+        storage = self.storage
+        storage.copy_blocks(output.copies)
         decodes = [c for c in output.chunks if c.num_tokens == 1]
-        prefills = [c for c in output.chunks if c.num_tokens > 1]
+        forwards = [decodes] if decodes else []
+        forwards += group_prefills([c for c in output.chunks if c.num_tokens > 1])
         pending: list[_Pending] = []
-        if decodes:
-            logits = self._forward(decodes)
-            rows = [i for i, c in enumerate(decodes) if c.samples]
-            if len(rows) < len(decodes):  # a 1-token prefill chunk that does not sample yet
-                logits = logits[mx.array(rows)] if rows else logits[:0]
-                decodes = [decodes[i] for i in rows]
-            if decodes:
-                pending += self._sample(decodes, logits, samplers)
-        for group in group_prefills(prefills):
+        parts: list[mx.array] = []
+        for n, group in enumerate(forwards):
             logits = self._forward(group)
+            if n < len(forwards) - 1:
+                # Schedule this forward now: the next forward's pool writes then find no
+                # pending reader of the pools and update them in place instead of copying.
+                mx.async_eval(logits, storage.keys, storage.values)
             rows = [i for i, c in enumerate(group) if c.samples]
-            if rows:
+            if rows:  # a prefill chunk that does not reach the prompt's end samples nothing
                 chosen = logits if len(rows) == len(group) else logits[mx.array(rows)]
-                pending += self._sample([group[i] for i in rows], chosen, samplers)
-        tokens = mx.stack([p.token for p in pending]) if pending else None
+                self._sample([group[i] for i in rows], chosen, samplers, pending, parts)
+        tokens = (parts[0] if len(parts) == 1 else mx.concatenate(parts)) if parts else None
         extra = [p.logprobs for p in pending if p.logprobs is not None]
         mx.async_eval(
-            *([tokens] if tokens is not None else []),
-            *extra,
-            self.storage.keys,
-            self.storage.values,
+            *([tokens] if tokens is not None else []), *extra, storage.keys, storage.values
         )
         self._last_tokens = tokens
         self._last_rows = {p.chunk.seq.request_id: i for i, p in enumerate(pending)}
@@ -125,74 +123,64 @@ class BatchRunner:
             c.seq.all_ids[c.start : c.start + c.num_tokens] + [0] * (length - c.num_tokens)
             for c in chunks
         ]
-        known = mx.array(rows, dtype=mx.int32)
         if all(PENDING_TOKEN not in row for row in rows):
-            return known
-        assert self._last_tokens is not None, "a pending token needs a launched step"
-        assert all(c.num_tokens == 1 for c in chunks), "only decode inputs can be pending"
+            return mx.array(rows, dtype=mx.int32)
+        last = self._last_tokens
+        assert last is not None, "a pending token needs a launched step"
+        assert length == 1, "only decode inputs can be pending"
         source = [self._last_rows.get(c.seq.request_id, 0) for c in chunks]
-        fetched = self._last_tokens[mx.array(source, dtype=mx.int32)][:, None]
-        return mx.where(known == PENDING_TOKEN, fetched.astype(mx.int32), known)
+        if all(row[0] == PENDING_TOKEN for row in rows):
+            if source == list(range(last.shape[0])):  # the last step's rows, in order
+                return last[:, None]
+            return last[mx.array(source, dtype=mx.uint32)][:, None]
+        fetched = last[mx.array(source, dtype=mx.uint32)][:, None].astype(mx.int32)
+        known = mx.array(rows, dtype=mx.int32)
+        return mx.where(known == PENDING_TOKEN, fetched, known)
 
     def _forward(self, chunks: Seq[ScheduledChunk]) -> mx.array:
         """Logits of each chunk's last position: [B, vocab] (lazy). Chunks of different
         lengths are right-padded; padded positions write to the null block, never read."""
-        block_size = self.storage.block_size
         length = max(c.num_tokens for c in chunks)
-        slots = [
-            c.block_ids[pos // block_size] * block_size + pos % block_size
-            if pos < c.start + c.num_tokens
-            else 0
-            for c in chunks
-            for pos in range(c.start, c.start + length)
-        ]
-        blocks_needed = max(-(-(c.start + c.num_tokens) // block_size) for c in chunks)
-        tables = [list(c.block_ids[:blocks_needed]) for c in chunks]
-        for table in tables:
-            table.extend([0] * (blocks_needed - len(table)))
-        starts = mx.array([c.start for c in chunks], dtype=mx.int32)
-        query_pos = starts[:, None] + mx.arange(length, dtype=mx.int32)[None, :]
-        key_pos = mx.arange(blocks_needed * block_size, dtype=mx.int32)
-        mask = key_pos[None, None, None, :] <= query_pos[:, None, :, None]
-        meta = StepMeta(
-            offsets=chunks[0].start if len(chunks) == 1 else starts,
-            write_slots=mx.array(slots, dtype=mx.int32),
-            read_slots=(
-                mx.array(tables, dtype=mx.int32)[:, :, None] * block_size
-                + mx.arange(block_size, dtype=mx.int32)
-            ).reshape(len(chunks), -1),
-            mask=mask,
-        )
+        if len(chunks) == 1:
+            chunk = chunks[0]
+            meta = self.storage.sequence_meta(chunk.block_ids, chunk.start, chunk.num_tokens)
+        else:
+            meta = self.storage.batch_meta(
+                [c.block_ids for c in chunks],
+                [c.start for c in chunks],
+                [c.num_tokens for c in chunks],
+            )
         ragged = any(c.num_tokens != length for c in chunks)
         last = mx.array([c.num_tokens - 1 for c in chunks], dtype=mx.int32) if ragged else None
-        logits = last_position_logits(
-            self.model, self._input_ids(chunks, length), self.storage.views(meta), last
-        )
-        # Schedule this forward now: the next forward's pool writes then find no pending
-        # reader of the pools and update them in place instead of copying whole pools.
-        mx.async_eval(logits, self.storage.keys, self.storage.values)
-        return logits
+        inputs = self._input_ids(chunks, length)
+        return last_position_logits(self.model, inputs, self.storage.views(meta), last, self._head)
 
     def _sample(
-        self, chunks: Seq[ScheduledChunk], logits: mx.array, samplers: dict[str, RequestSampler]
-    ) -> list[_Pending]:
+        self,
+        chunks: Seq[ScheduledChunk],
+        logits: mx.array,
+        samplers: dict[str, RequestSampler],
+        pending: list[_Pending],
+        parts: list[mx.array],
+    ) -> None:
+        """Sample one token per row: append each row's `_Pending` to `pending` and its token
+        ids, in the same order, to `parts` (one array for all plain greedy rows)."""
         rows = [samplers[c.seq.request_id] for c in chunks]
         fast = [i for i, s in enumerate(rows) if s.plain_greedy and not s.params.logprobs]
-        pending: list[_Pending] = []
         if fast:
-            picked = mx.argmax(logits[mx.array(fast)] if len(fast) < len(rows) else logits, axis=-1)
-            pending += [_Pending(chunks[i], picked[n], None) for n, i in enumerate(fast)]
+            chosen = logits[mx.array(fast)] if len(fast) < len(rows) else logits
+            parts.append(mx.argmax(chosen, axis=-1))
+            pending += [_Pending(chunks[i], None) for i in fast]
+        if len(fast) == len(rows):
+            return
         fast_set = set(fast)
         for i, sampler in enumerate(rows):
             if i in fast_set:
                 continue
             row = sampler.process(chunks[i].seq.all_ids, logits[i : i + 1])
             logprobs = row - mx.logsumexp(row, axis=-1, keepdims=True)
-            token = sampler.sample(logprobs)[0]
-            pending.append(
-                _Pending(chunks[i], token, logprobs[0] if sampler.params.logprobs else None)
-            )
-        return pending
+            parts.append(sampler.sample(logprobs))
+            pending.append(_Pending(chunks[i], logprobs[0] if sampler.params.logprobs else None))
 
     @staticmethod
     def _result(pending: _Pending, token: int, samplers: dict[str, RequestSampler]) -> StepOutput:

@@ -13,9 +13,11 @@ from typing import Any
 import mlx.core as mx
 
 _PLAIN_HEAD_FAMILIES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
+_LOOK_UP: Any = object()
 
 
-def _head(model: Any) -> Any | None:
+def plain_head(model: Any) -> Any | None:
+    """The vocabulary projection of a "body, then head" model; None for other families."""
     if getattr(model, "model_type", None) not in _PLAIN_HEAD_FAMILIES:
         return None
     body = getattr(model, "model", None)
@@ -27,10 +29,18 @@ def _head(model: Any) -> Any | None:
 
 
 def last_position_logits(
-    model: Any, inputs: mx.array, cache: list[Any], last_index: mx.array | None
+    model: Any,
+    inputs: mx.array,
+    cache: list[Any],
+    last_index: mx.array | None,
+    head: Any = _LOOK_UP,
 ) -> mx.array:
-    """[B, vocab] logits at `last_index[b]` of each row (the final position when None)."""
-    head = _head(model)
+    """[B, vocab] logits at `last_index[b]` of each row (the final position when None).
+
+    `head` is `plain_head(model)`, looked up here unless the caller keeps it.
+    """
+    if head is _LOOK_UP:
+        head = plain_head(model)
     out = model(inputs, cache=cache) if head is None else model.model(inputs, cache=cache)
     rows = out[:, -1, :] if last_index is None else out[mx.arange(out.shape[0]), last_index]
     return rows if head is None else head(rows)

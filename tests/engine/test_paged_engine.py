@@ -3,15 +3,21 @@ priorities, chunked prefill and copy-on-write all produce what each request give
 
 from __future__ import annotations
 
+import json
 import random
+import shutil
 from pathlib import Path
 
+import mlx.core as mx
 import pytest
+from mlx.utils import tree_flatten
+from mlx_lm.generate import generate_step
+from mlx_lm.models import llama
 
 from mlx_manager.config import EngineConfig, load_settings
 from mlx_manager.engine.paged_engine import PagedModelEngine
 from mlx_manager.engine.request import EngineRequest
-from mlx_manager.kv.paged_storage import probe_kv_layout
+from mlx_manager.kv.paged_storage import PagedLayerCache, StepMeta, probe_kv_layout
 from mlx_manager.models.loaded import LoadedModel, load_text_model
 from mlx_manager.models.sources import ModelSpec
 from mlx_manager.types import FinishReason, GenerationEvent, SamplingParams
@@ -22,6 +28,29 @@ GREEDY = SamplingParams(temperature=0.0)
 @pytest.fixture(scope="module")
 def tiny(tiny_model_dirs: dict[str, Path]) -> LoadedModel:
     path = tiny_model_dirs["llama"]
+    return load_text_model(ModelSpec("tiny", str(path)), path, None, 0)
+
+
+@pytest.fixture(scope="module")
+def mixing(
+    tiny_model_dirs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> LoadedModel:
+    """The tiny llama with untied N(0, 0.1) weights. The tiny model's tied embeddings mostly
+    echo its last input token; this one's tokens depend on the context, so a wrong K/V read
+    (a missing, extra or misplaced token) changes them."""
+    src, path = tiny_model_dirs["llama"], tmp_path_factory.mktemp("mixing")
+    for file in src.iterdir():
+        if file.is_file() and file.name not in ("config.json", "model.safetensors"):
+            shutil.copy(file, path / file.name)
+    config = {**json.loads((src / "config.json").read_text()), "tie_word_embeddings": False}
+    (path / "config.json").write_text(json.dumps(config))
+    mx.random.seed(1)
+    model = llama.Model(llama.ModelArgs.from_dict(config))
+    weights = {
+        name: mx.random.normal(value.shape) * 0.1 if value.ndim > 1 else value
+        for name, value in tree_flatten(model.parameters())
+    }
+    mx.save_safetensors(str(path / "model.safetensors"), weights)
     return load_text_model(ModelSpec("tiny", str(path)), path, None, 0)
 
 
@@ -77,11 +106,59 @@ def alone(model: LoadedModel, req: EngineRequest) -> list[int]:
     return tokens(run(make_engine(model), [req])[req.request_id])
 
 
-def test_batch_matches_alone(tiny: LoadedModel) -> None:
+def fragment(engine: PagedModelEngine, n: int) -> None:
+    """Hold 2n blocks and free every other one: the free queue then starts with n blocks no
+    two of which are neighbours, so a new sequence's blocks are no run of ids."""
+    pool = engine.kv.pool
+    pool.free_blocks(pool.get_new_blocks(2 * n)[::2])
+
+
+def record_paths(engine: PagedModelEngine) -> list[bool]:
+    """For each single-sequence forward from now on: were its K/V slices (True) or gathered?"""
+    paths: list[bool] = []
+    views = engine.storage.views
+
+    def spy(meta: StepMeta) -> list[PagedLayerCache]:
+        if meta.mask is None:
+            paths.append(isinstance(meta.write, int))
+        return views(meta)
+
+    engine.storage.views = spy  # type: ignore[method-assign]
+    return paths
+
+
+def test_alone_matches_mlx_lm_generate_step(mixing: LoadedModel) -> None:
+    req = request("m", prompt(12, 30), max_tokens=24)
+    engine = make_engine(mixing)
+    paths = record_paths(engine)
+    events = run(engine, [req])["m"]
+    assert paths and all(paths)  # a fresh pool: one run of blocks, read as slices
+    got = tokens(events)
+    steps = generate_step(mx.array(req.prompt_ids), mixing.model, max_tokens=24)
+    reference = [token for token, _ in steps]
+    assert got == reference[: len(got)]
+    assert len(got) == 24 or events[-1].finish_reason is FinishReason.STOP
+
+
+def test_scattered_blocks_are_gathered_and_match_a_run(mixing: LoadedModel) -> None:
+    req = request("r", prompt(11, 40), max_tokens=40)  # 80 tokens: 5 blocks of 16
+    engine = make_engine(mixing, prefill_step_size=16)
+    paths = record_paths(engine)
+    contiguous = tokens(run(engine, [req])["r"])
+    assert paths and all(paths)
+    engine = make_engine(mixing, prefill_step_size=16)
+    fragment(engine, 8)
+    paths = record_paths(engine)
+    scattered = tokens(run(engine, [req])["r"])
+    assert paths[0] and not any(paths[1:])  # only the first chunk, one block, is a run
+    assert scattered == contiguous == alone(mixing, req)
+
+
+def test_batch_matches_alone(mixing: LoadedModel) -> None:
     reqs = [request(f"r{i}", prompt(i, 5 + 7 * i), max_tokens=6 + i) for i in range(8)]
-    together = run(make_engine(tiny), reqs)
+    together = run(make_engine(mixing), reqs)
     for r in reqs:
-        assert tokens(together[r.request_id]) == alone(tiny, r)
+        assert tokens(together[r.request_id]) == alone(mixing, r)
         assert together[r.request_id][-1].finish_reason in (FinishReason.LENGTH, FinishReason.STOP)
 
 
@@ -105,9 +182,9 @@ def test_admits_what_the_budget_allows_and_queues_the_rest(tiny: LoadedModel) ->
     assert engine.blocks_used == 0 and engine.kv.num_free_blocks() == 4 * 32 + 2
 
 
-def test_preemption_recomputes_and_matches_alone(tiny: LoadedModel) -> None:
+def test_preemption_recomputes_and_matches_alone(mixing: LoadedModel) -> None:
     reqs = [request(f"p{i}", prompt(200 + i, 40), max_tokens=30) for i in range(3)]
-    engine = make_engine(tiny, blocks=9)
+    engine = make_engine(mixing, blocks=9)
     preempted: set[str] = set()
 
     def watch(e: PagedModelEngine) -> None:
@@ -117,7 +194,7 @@ def test_preemption_recomputes_and_matches_alone(tiny: LoadedModel) -> None:
     together = run(engine, reqs, watch)
     assert preempted, "the pool is too small for all three: someone must be preempted"
     for r in reqs:
-        assert tokens(together[r.request_id]) == alone(tiny, r)
+        assert tokens(together[r.request_id]) == alone(mixing, r)
 
 
 def test_priority_runs_first(tiny: LoadedModel) -> None:
@@ -131,14 +208,14 @@ def test_priority_runs_first(tiny: LoadedModel) -> None:
     assert order == ["high", "low"]
 
 
-def test_chunked_prefill_matches_whole_prefill(tiny: LoadedModel) -> None:
+def test_chunked_prefill_matches_whole_prefill(mixing: LoadedModel) -> None:
     long_request = request("long", prompt(7, 300), max_tokens=8)
-    chunked = run(make_engine(tiny, prefill_step_size=64), [long_request])["long"]
-    assert tokens(chunked) == alone(tiny, long_request)
+    chunked = run(make_engine(mixing, prefill_step_size=64), [long_request])["long"]
+    assert tokens(chunked) == alone(mixing, long_request)
 
 
-def test_prefix_hit_and_copy_on_write_match(tiny: LoadedModel) -> None:
-    engine = make_engine(tiny)
+def test_prefix_hit_and_copy_on_write_match(mixing: LoadedModel) -> None:
+    engine = make_engine(mixing)
     shared = prompt(9, 64)  # exactly 4 blocks: the second request hits every block
     first = tokens(run(engine, [request("a", shared)])["a"])
     second_events = run(engine, [request("b", shared)])["b"]

@@ -140,8 +140,9 @@ def test_a_scheduled_decode_is_taken_back_when_preempted() -> None:
     out = run_step(sched)  # low's decode is scheduled first, then high's 8 need 2 of 1 free
     assert out.preempted == (low,)
     assert summary(out) == [("high", 7, 8)]  # budget refunded, low's chunk gone
-    # low freed block 2 (partial: front of the queue) and block 1 (cached: back)
-    assert out.chunks[0].block_ids == (3, 4, 2, 5)
+    # low freed block 2 (partial: front of the queue) and block 1 (cached: back); high takes
+    # block 5 first, free and unhashed right after its block 4 (consecutive ids), then block 2
+    assert out.chunks[0].block_ids == (3, 4, 5, 2)
     assert sched.kv.pool.free_block_ids() == [1]
     assert low.status is SequenceStatus.WAITING and low.num_computed_tokens == 0
 

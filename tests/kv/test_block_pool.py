@@ -95,3 +95,32 @@ def test_cache_block_keeps_the_first_block_for_a_hash() -> None:
     assert pool.get_cached_block(H1) is b1
     assert not pool.cache_block(b1, H3)  # a block holds one hash
     assert pool.num_cached_blocks == 1
+
+
+def test_allocation_continues_a_run_of_ids_through_free_unhashed_blocks() -> None:
+    pool = BlockPool(10)
+    b1, b2, b3 = pool.get_new_blocks(3)
+    pool.free_blocks([b2])
+    assert pool.free_block_ids() == [2, 4, 5, 6, 7, 8, 9]
+    # After block 3: 4 and 5 are free, though 2 is at the front.
+    assert ids(pool.get_new_blocks(2, after=3)) == [4, 5]
+    assert pool.free_block_ids() == [2, 6, 7, 8, 9]
+    # After block 1: 2 is free, 3 is held: the run stops and the front goes next.
+    assert ids(pool.get_new_blocks(2, after=1)) == [2, 6]
+    assert ids(pool.get_new_blocks(2, after=9)) == [7, 8]  # no block 10: the front
+    assert [b.ref_count for b in (b1, b3)] == [1, 1]
+
+
+def test_a_run_never_takes_a_cached_block_out_of_lru_order() -> None:
+    pool = BlockPool(8)
+    _, b2, b3 = pool.get_new_blocks(3)
+    pool.cache_block(b2, H2)
+    pool.free_blocks([b3, b2])
+    assert pool.free_block_ids() == [3, 4, 5, 6, 7, 2]
+    # Block 2 follows block 1 but holds a cached prefix: the unhashed front block goes instead.
+    assert ids(pool.get_new_blocks(1, after=1)) == [3]
+    assert pool.get_cached_block(H2) is b2 and b2.ref_count == 0
+    assert ids(pool.get_new_blocks(4, after=3)) == [4, 5, 6, 7]
+    # Only hashed blocks are left: they go in LRU order, the run preference aside.
+    assert ids(pool.get_new_blocks(1, after=1)) == [2]
+    assert pool.get_cached_block(H2) is None

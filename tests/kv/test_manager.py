@@ -219,3 +219,21 @@ def test_prefix_caching_can_be_disabled() -> None:
 
 def test_max_seq_tokens_keeps_a_block_for_copy_on_write() -> None:
     assert make_kv(num_blocks=16).max_seq_tokens == 14 * 4
+
+
+def test_a_growing_sequence_takes_the_free_block_after_its_last() -> None:
+    kv = make_kv(num_blocks=10)
+    a = make_seq("a", num_prompt=8)
+    b = make_seq("b", num_prompt=4, first_token=500)
+    c = make_seq("c", num_prompt=4, first_token=600)
+    for seq in (a, b, c):
+        admit(kv, seq)
+    assert (kv.block_ids(a), kv.block_ids(b), kv.block_ids(c)) == ([1, 2], [3], [4])
+    kv.free(b)
+    kv.free(c)
+    assert kv.pool.free_block_ids() == [4, 3, 5, 6, 7, 8, 9]
+    compute(kv, a, 8)
+    a.append_token(7)
+    assert kv.allocate(a, 1) == []
+    assert kv.block_ids(a) == [1, 2, 3]  # not 4, the front: a's slots stay one range
+    assert kv.pool.free_block_ids() == [4, 5, 6, 7, 8, 9]
