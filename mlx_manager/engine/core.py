@@ -74,24 +74,20 @@ class EngineCore:
         self._recent: deque[tuple[float, int]] = deque(maxlen=512)
 
     def add_model(self, model: LoadedModel) -> None:
-        if model.model_type in (ModelType.EMBEDDINGS, ModelType.SPEECH):  # run by calls
-            self.models[model.model_id] = model
-            return
-        engine: ModelEngine
+        if model.model_type not in (ModelType.EMBEDDINGS, ModelType.SPEECH):  # else: by calls
+            self._engines[model.model_id] = self._engine_for(model)
+        self.models[model.model_id] = model
+
+    def _engine_for(self, model: LoadedModel) -> ModelEngine:
         if model.model_type is ModelType.VISION:
-            engine = self._vision_engine(model)
-            self.models[model.model_id] = model
-            self._engines[model.model_id] = engine
-            return
+            return self._vision_engine(model)
         layout = probe_kv_layout(model.model) if self._config.paged else None
         if layout is None:
             log.info("model %s runs on the single-sequence engine", model.model_id)
-            engine = SerialModelEngine(model, self._config.prefill_step_size)
-        else:
-            engine = PagedModelEngine(model, layout, self._config)
-            log.info("model %s: paged KV cache, %s", model.model_id, engine.describe())
-        self.models[model.model_id] = model
-        self._engines[model.model_id] = engine
+            return SerialModelEngine(model, self._config.prefill_step_size)
+        engine = PagedModelEngine(model, layout, self._config)
+        log.info("model %s: paged KV cache, %s", model.model_id, engine.describe())
+        return engine
 
     def _vision_engine(self, model: LoadedModel) -> SerialModelEngine:
         """Vision sequences interleaved token by token, each with mlx-vlm's own cache."""

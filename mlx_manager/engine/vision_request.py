@@ -31,7 +31,6 @@ from mlx_manager.types import GenerateRequest
 class VisionRequest:
     prepared: PreparedRequest
     media: dict[str, Any]
-    image_count: int
 
 
 OnEngine = Callable[[Callable[[], VisionInputs]], Awaitable[VisionInputs]]
@@ -58,7 +57,7 @@ async def prepare_vision(
         inputs = VisionInputs(prompt_ids_for(model, request, fmt), {})
     else:
         inputs = await on_engine(functools.partial(_build, model, text, images))
-    return VisionRequest(prepare(model, request, inputs.prompt_ids), inputs.media, len(images))
+    return VisionRequest(prepare(model, request, inputs.prompt_ids), inputs.media)
 
 
 def _build(model: LoadedModel, text: str, images: list[Image]) -> VisionInputs:
