@@ -4,7 +4,7 @@ No model hub is reachable on the GPU machine, so benchmarks there run on random 
 real model's shape with a real tokenizer (for example the one the project converts from
 SmolLM2). Speed depends on the shape and dtype, not on the values.
 
-    python benchmarks/make_random_model.py OUT_DIR --shape 0.5b|7b|smollm2|tiny --tokenizer DIR \
+    python benchmarks/make_random_model.py OUT_DIR --shape 0.5b|7b|smollm2|tiny|tiny-deep --tokenizer DIR \
         [--dtype bfloat16] [--seed 0] [--std 0.02] [--shard-gb 4]
 
 The directory holds config.json, model.safetensors (or model-0000i-of-0000n.safetensors plus
@@ -67,6 +67,17 @@ SHAPES: dict[str, dict[str, Any]] = {
         "intermediate_size": 128,
         "rope_theta": 1e4,
         "tie_word_embeddings": True,
+    },
+    # The 0.5B shape's depth at the tiny width: a decode step has the 0.5B graph's op count
+    # with almost no compute, the host-bound regime of batch-1 decode on a GPU, on a CPU.
+    "tiny-deep": {
+        "hidden_size": 64,
+        "num_hidden_layers": 24,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "intermediate_size": 128,
+        "rope_theta": 1e4,
+        "tie_word_embeddings": False,
     },
 }
 COMMON: dict[str, Any] = {

@@ -3,14 +3,19 @@
     python benchmarks/single_stream.py --model DIR_OR_embedded --max-tokens 256 --runs 3 \
         --out FILE.json
 
-Three stages run one after the other on the same model, prompt and settings, each freeing the
-model before the next loads it:
+Stages run one after the other on the same model, prompt and settings, each freeing the
+model before the next loads it (or, with --interleave, all loaded and taking turns):
 
 1. reference: `mlx_lm.load` + `mlx_lm.stream_generate` in this process (greedy). On MLX's CPU
    backend the model is densified with `densify_for_cpu(model, 2.0)`, as the server does.
-2. runner: the server's own per-token path without HTTP or threads: `load_text_model`, then
-   `SequenceRunner.next()` + `OutputBuilder.add()` in a loop (tells HTTP cost from runner cost).
+2. engine: the server's default engine without HTTP or threads: `load_text_model`, then
+   `PagedModelEngine.step()` in a loop with the server's default settings (tells HTTP cost
+   from engine cost). Like the server, it sees the same prompt every run, so from the second
+   run on the prompt's first block comes from the prefix cache.
 3. server: `mlx_manager.cli serve` as a subprocess, streaming chat completions over HTTP.
+
+`--stages` can add `runner`: the single-sequence engine's `SequenceRunner.next()` +
+`OutputBuilder.add()` in a loop (the engine of models the paged cache does not cover).
 
 Every stage bans the model's stop tokens (logit bias -100 on EOS and end-of-turn ids), so each
 generates exactly --max-tokens tokens. Decode tok/s is (tokens - 1) / (time of the last token -
@@ -57,7 +62,8 @@ FILLER = (
     " Keep the tone calm and precise, name each character, and never stop before the story "
     "has reached its natural end."
 )
-STAGES = ("reference", "runner", "server")
+STAGES = ("reference", "engine", "runner", "server")
+DEFAULT_STAGES = ("reference", "engine", "server")
 
 
 @dataclass(slots=True)
@@ -280,6 +286,76 @@ class RunnerSession:
 
     def close(self) -> None:
         del self._loaded
+
+
+class EngineSession:
+    """The server's paged engine stepped in a plain loop: no HTTP, no engine thread."""
+
+    name = "engine"
+
+    def __init__(self, path: Path, plan: PromptPlan, args: argparse.Namespace) -> None:
+        from mlx_manager.config import load_settings
+        from mlx_manager.engine.paged_engine import PagedModelEngine
+        from mlx_manager.kv.paged_storage import probe_kv_layout
+        from mlx_manager.models.loaded import load_text_model
+        from mlx_manager.models.sources import ModelSpec
+        from mlx_manager.types import SamplingParams
+
+        self.stage = StageResult(self.name)
+        start = time.perf_counter()
+        self._loaded: Any = load_text_model(
+            ModelSpec(path.name, str(path)), path, None, CPU_FLOAT32_MAX_GB
+        )
+        layout = probe_kv_layout(self._loaded.model)
+        if layout is None:
+            raise SystemExit(f"{path}: not a paged model; use --stages reference,runner,server")
+        self._engine = PagedModelEngine(self._loaded, layout, load_settings({}).engine())
+        self.stage.load_s = time.perf_counter() - start
+        self.stage.info["kv_cache"] = self._engine.describe()
+        self._plan = plan
+        self._max_tokens = args.max_tokens
+        self._params = SamplingParams(
+            max_tokens=args.max_tokens,
+            temperature=0.0,
+            logit_bias=tuple((i, STOP_BIAS) for i in plan.stop_ids),
+        )
+        self._number = 0
+
+    def run_once(self) -> tuple[RunResult, list[int]]:
+        from mlx_manager.engine.request import EngineRequest
+
+        self._number += 1
+        engine, plan = self._engine, self._plan
+        request = EngineRequest(
+            f"e{self._number}", "m", tuple(plan.ids), self._params, self._max_tokens
+        )
+        t0 = time.perf_counter()
+        engine.add(request)
+        stamps: list[float] = []
+        ids: list[int] = []
+        text: list[str] = []
+        reason = None
+        while engine.has_work():
+            for event in engine.step():
+                now = time.perf_counter()
+                stamps += [now] * len(event.token_ids)
+                ids += event.token_ids
+                text.append(event.text)
+                if event.finished:
+                    reason = str(event.finish_reason)
+        result = RunResult(
+            tokens=len(ids),
+            decode_tps=rate(len(ids), stamps),
+            ttft_s=stamps[0] - t0,
+            total_s=stamps[-1] - t0,
+            prefill_tps=len(plan.ids) / (stamps[0] - t0),
+            finish_reason=reason,
+            text_head="".join(text)[:80],
+        )
+        return result, ids
+
+    def close(self) -> None:
+        del self._engine, self._loaded
 
 
 def record(session: Session, round_number: int | None = None) -> RunResult:
@@ -516,7 +592,7 @@ class ServerSession:
             self._stack.close()
 
 
-Session = ReferenceSession | RunnerSession | ServerSession
+Session = ReferenceSession | EngineSession | RunnerSession | ServerSession
 
 
 def process_env(pid: int) -> dict[str, str]:
@@ -734,6 +810,8 @@ def ratio_table(stages: dict[str, StageResult]) -> dict[str, float | None]:
     server = stages["server"].median("decode_tps") if "server" in stages else None
     return {
         "server_over_reference_decode": ratio("server", "reference"),
+        "engine_over_reference_decode": ratio("engine", "reference"),
+        "server_over_engine_decode": ratio("server", "engine"),
         "runner_over_reference_decode": ratio("runner", "reference"),
         "server_over_runner_decode": ratio("server", "runner"),
         "server_over_reference_generation_tps": (
@@ -745,10 +823,13 @@ def ratio_table(stages: dict[str, StageResult]) -> dict[str, float | None]:
 def check_same_tokens(stages: dict[str, StageResult]) -> dict[str, Any]:
     """Greedy decoding of the same prompt should give the same ids in-process."""
     ref = stages.get("reference")
-    run = stages.get("runner")
-    if ref is None or run is None or ref.token_ids is None or run.token_ids is None:
+    if ref is None or ref.token_ids is None:
         return {}
-    return {"runner_tokens_equal_reference": ref.token_ids == run.token_ids}
+    return {
+        f"{name}_tokens_equal_reference": stage.token_ids == ref.token_ids
+        for name, stage in stages.items()
+        if name != "reference" and stage.token_ids is not None
+    }
 
 
 def log(message: str) -> None:
@@ -781,7 +862,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=None, help="JSON results file")
     parser.add_argument(
         "--stages",
-        default=",".join(STAGES),
+        default=",".join(DEFAULT_STAGES),
         help=f"comma-separated subset of {','.join(STAGES)}",
     )
     parser.add_argument(
@@ -848,6 +929,8 @@ def main(argv: list[str] | None = None) -> int:
     def open_session(name: str) -> Session:
         if name == "reference":
             return ReferenceSession(path, plan, args)
+        if name == "engine":
+            return EngineSession(path, plan, args)
         if name == "runner":
             return RunnerSession(path, plan, args)
         return ServerSession(path, messages, plan, args, log_path)

@@ -18,7 +18,10 @@ between them (the machine's load drifts) and the medians are reported:
 - graph-only ms: host time to build one decode step's graph with nothing evaluated at all
   (no compute competing for the cores), the host cost that the CPU backend hides.
 
-Then, unless --no-profile, cProfile of the paged engine's steps (tottime). `--batch B`
+`--reuse-prompt` gives the paged engine the same prompt every round, so it decodes on a table
+of two runs (a cached prefix block, then its own blocks): the segments path that every
+prefix-cache hit takes. Then, unless --no-profile, cProfile of the paged engine's steps
+(tottime). `--batch B`
 times the paged engine alone decoding B sequences at once.
 """
 
@@ -46,6 +49,7 @@ from mlx_lm.models.cache import make_prompt_cache
 from mlx_manager.config import load_settings
 from mlx_manager.engine.paged_engine import PagedModelEngine
 from mlx_manager.engine.request import EngineRequest
+from mlx_manager.kv import paged_storage
 from mlx_manager.kv.paged_storage import probe_kv_layout
 from mlx_manager.models.loaded import LoadedModel, load_text_model
 from mlx_manager.models.sources import ModelSpec
@@ -267,10 +271,26 @@ def main() -> None:
     parser.add_argument("--prompt-len", type=int, default=54)
     parser.add_argument("--batch", type=int, default=1, help="paged engine only: decode batch")
     parser.add_argument("--kv-gb", type=float, default=1.0)
+    parser.add_argument(
+        "--max-segments",
+        type=int,
+        default=None,
+        help="read tables of at most this many runs as slices (1: gather every table of more "
+        "than one run); default: the engine's own limit",
+    )
+    parser.add_argument(
+        "--reuse-prompt",
+        action="store_true",
+        help="the paged engine gets the same prompt every round, as a server does for a "
+        "repeated request: from the second round on, its first blocks come from the prefix "
+        "cache and its table is two runs (the segments path)",
+    )
     parser.add_argument("--no-profile", action="store_true")
     parser.add_argument("--no-mlx-lm", action="store_true")
     parser.add_argument("--graph-only", action="store_true", help="only graph ops and build ms")
     args = parser.parse_args()
+    if args.max_segments is not None:
+        paged_storage.MAX_SEGMENTS = args.max_segments
     path = Path(args.model)
     model: LoadedModel = load_text_model(ModelSpec("m", str(path)), path, None, 2.0)
     layout = probe_kv_layout(model.model)
@@ -282,7 +302,8 @@ def main() -> None:
         return prompt(1000 * n, args.prompt_len)
 
     def batch(n: int) -> list[tuple[int, ...]]:
-        return [prompt(1000 * n + i, args.prompt_len) for i in range(args.batch)]
+        seed = 0 if args.reuse_prompt else 1000 * n
+        return [prompt(seed + i, args.prompt_len) for i in range(args.batch)]
 
     if args.batch > 1:
         args.no_mlx_lm = True

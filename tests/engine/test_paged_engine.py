@@ -113,14 +113,17 @@ def fragment(engine: PagedModelEngine, n: int) -> None:
     pool.free_blocks(pool.get_new_blocks(2 * n)[::2])
 
 
-def record_paths(engine: PagedModelEngine) -> list[bool]:
-    """For each single-sequence forward from now on: were its K/V slices (True) or gathered?"""
-    paths: list[bool] = []
+def record_paths(engine: PagedModelEngine) -> list[str]:
+    """For each single-sequence forward from now on: how its K/V were read ("run": slices of
+    one run of blocks, "segments": slices of a few runs, "gather")."""
+    paths: list[str] = []
     views = engine.storage.views
 
     def spy(meta: StepMeta) -> list[PagedLayerCache]:
         if meta.mask is None:
-            paths.append(isinstance(meta.write, int))
+            write = meta.write
+            kind = "run" if isinstance(write, int) else "gather"
+            paths.append("segments" if isinstance(write, tuple) else kind)
         return views(meta)
 
     engine.storage.views = spy  # type: ignore[method-assign]
@@ -132,7 +135,7 @@ def test_alone_matches_mlx_lm_generate_step(mixing: LoadedModel) -> None:
     engine = make_engine(mixing)
     paths = record_paths(engine)
     events = run(engine, [req])["m"]
-    assert paths and all(paths)  # a fresh pool: one run of blocks, read as slices
+    assert paths and set(paths) == {"run"}  # a fresh pool: one run of blocks, read as slices
     got = tokens(events)
     steps = generate_step(mx.array(req.prompt_ids), mixing.model, max_tokens=24)
     reference = [token for token, _ in steps]
@@ -145,12 +148,14 @@ def test_scattered_blocks_are_gathered_and_match_a_run(mixing: LoadedModel) -> N
     engine = make_engine(mixing, prefill_step_size=16)
     paths = record_paths(engine)
     contiguous = tokens(run(engine, [req])["r"])
-    assert paths and all(paths)
+    assert paths and set(paths) == {"run"}
     engine = make_engine(mixing, prefill_step_size=16)
     fragment(engine, 8)
     paths = record_paths(engine)
     scattered = tokens(run(engine, [req])["r"])
-    assert paths[0] and not any(paths[1:])  # only the first chunk, one block, is a run
+    # One block is a run; 2 to 4 scattered blocks are read as segments, 5 gathered.
+    assert paths[0] == "run" and paths[-1] == "gather"
+    assert paths.index("segments") == 1 and "run" not in paths[1:]
     assert scattered == contiguous == alone(mixing, req)
 
 
@@ -223,6 +228,21 @@ def test_prefix_hit_and_copy_on_write_match(mixing: LoadedModel) -> None:
     usage = second_events[-1].usage
     assert usage is not None and usage.cached_tokens == 63
     assert engine.kv.prefix_hit_rate() > 0
+
+
+def test_shared_prefix_is_read_as_segments_and_matches_alone(mixing: LoadedModel) -> None:
+    """The second request adopts the first one's 3 cached prefix blocks; the block after them
+    holds the first one's own tokens, so its table is two runs, read as slices."""
+    engine = make_engine(mixing)
+    shared = prompt(21, 48)
+    a, b = request("a", shared + prompt(22, 20)), request("b", shared + prompt(23, 20))
+    run(engine, [a])
+    paths = record_paths(engine)
+    events = run(engine, [b])["b"]
+    usage = events[-1].usage
+    assert usage is not None and usage.cached_tokens == 48
+    assert paths and set(paths) == {"segments"}
+    assert tokens(events) == alone(mixing, b)
 
 
 def test_prompt_larger_than_pool_is_rejected(tiny: LoadedModel) -> None:
