@@ -9,9 +9,8 @@ splits B's TTFT into parts, each measured on its own, median over --runs fresh p
 
 - tokenize: the server's tokenizer encoding the prompt's text (the HTTP path does this).
 - engine A / engine B: `PagedModelEngine` from `add()` to the first token event, the paged
-  engine's whole path (scheduling, prefix lookup, forward, sampling, detokenizing). For B it is
-  shown for each way the engine can read a cached prefix: `segments` (the default: slices of
-  the cached run and of its own blocks) and `gather` (the block gather of other tables).
+  engine's whole path (scheduling, prefix lookup, forward, sampling, detokenizing). B's
+  prefill reads the cached prefix through the block gather (its own blocks lie elsewhere).
 - floor A / floor B: mlx-lm's own forward with its own KVCache, the same tokens, argmax and a
   wait: A from an empty cache, B from a cache already holding the prefix (copied beforehand,
   not timed). No server can be faster than this on this model.
@@ -25,7 +24,6 @@ import json
 import random
 import statistics
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +33,6 @@ from mlx_lm.models.cache import make_prompt_cache
 from mlx_manager.config import load_settings
 from mlx_manager.engine.paged_engine import PagedModelEngine
 from mlx_manager.engine.request import EngineRequest
-from mlx_manager.kv import paged_storage
 from mlx_manager.kv.paged_storage import probe_kv_layout
 from mlx_manager.models.loaded import LoadedModel, load_text_model
 from mlx_manager.models.sources import ModelSpec
@@ -85,16 +82,6 @@ def tokenize_s(model: LoadedModel, ids: list[int]) -> float:
     return time.perf_counter() - start
 
 
-def with_segments_limit(limit: int, fn: Callable[[], float]) -> float:
-    """Run `fn` with the paged storage reading at most `limit` runs as slices (1: gather)."""
-    saved = paged_storage.MAX_SEGMENTS
-    paged_storage.MAX_SEGMENTS = limit
-    try:
-        return fn()
-    finally:
-        paged_storage.MAX_SEGMENTS = saved
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True)
@@ -122,15 +109,10 @@ def main() -> None:
     for run in range(-1, args.runs):  # run -1 warms every path and shape up
         prefix = ids_of(f"prefix:{run}", n_prefix, vocab)
         a = prefix + ids_of(f"a:{run}", n_suffix, vocab)
-        variants = {"segments": paged_storage.MAX_SEGMENTS, "gather": 1}
+        b = prefix + ids_of(f"b:{run}", n_suffix, vocab)
         timings = {"tokenize": tokenize_s(model, a)}
         timings["engine A"] = engine_ttft(engine, f"a{run}", a)
-        for name, limit in variants.items():
-            b = prefix + ids_of(f"b:{run}:{name}", n_suffix, vocab)
-            rid = f"b{run}{name}"
-            timings[f"engine B ({name})"] = with_segments_limit(
-                limit, lambda b=b, rid=rid: engine_ttft(engine, rid, b)
-            )
+        timings["engine B"] = engine_ttft(engine, f"b{run}", b)
         timings["floor A"] = floor_ttft(model.model, a, None)
         cache = filled_cache(model.model, prefix)
         saved = copy.deepcopy(cache)
@@ -143,10 +125,8 @@ def main() -> None:
     for name, values in parts.items():
         runs = ", ".join(f"{v:.1f}" for v in values)
         print(f"{name:<20} {summary[name]:8.1f} ms   ({runs})")
-    ratio = summary["engine B (segments)"] / summary["engine A"]
-    print(
-        f"engine B/A (segments) {ratio:.3f}; floor B/A {summary['floor B'] / summary['floor A']:.3f}"
-    )
+    ratio = summary["engine B"] / summary["engine A"]
+    print(f"engine B/A {ratio:.3f}; floor B/A {summary['floor B'] / summary['floor A']:.3f}")
     if args.out:
         args.out.write_text(
             json.dumps(

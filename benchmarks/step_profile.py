@@ -18,9 +18,10 @@ between them (the machine's load drifts) and the medians are reported:
 - graph-only ms: host time to build one decode step's graph with nothing evaluated at all
   (no compute competing for the cores), the host cost that the CPU backend hides.
 
-`--reuse-prompt` gives the paged engine the same prompt every round, so it decodes on a table
-of two runs (a cached prefix block, then its own blocks): the segments path that every
-prefix-cache hit takes. Then, unless --no-profile, cProfile of the paged engine's steps
+`--reuse-prompt` gives the paged engine the same prompt every round, as a server sees a repeated
+request: its first block comes from the prefix cache and its own blocks lie elsewhere, so it
+decodes after a compaction (`KVCacheManager.compact`), or on the gather path with
+`--no-compact`. Then, unless --no-profile, cProfile of the paged engine's steps
 (tottime). `--batch B`
 times the paged engine alone decoding B sequences at once.
 """
@@ -49,7 +50,7 @@ from mlx_lm.models.cache import make_prompt_cache
 from mlx_manager.config import load_settings
 from mlx_manager.engine.paged_engine import PagedModelEngine
 from mlx_manager.engine.request import EngineRequest
-from mlx_manager.kv import paged_storage
+from mlx_manager.kv.manager import KVCacheManager
 from mlx_manager.kv.paged_storage import probe_kv_layout
 from mlx_manager.models.loaded import LoadedModel, load_text_model
 from mlx_manager.models.sources import ModelSpec
@@ -272,25 +273,21 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1, help="paged engine only: decode batch")
     parser.add_argument("--kv-gb", type=float, default=1.0)
     parser.add_argument(
-        "--max-segments",
-        type=int,
-        default=None,
-        help="read tables of at most this many runs as slices (1: gather every table of more "
-        "than one run); default: the engine's own limit",
+        "--no-compact",
+        action="store_true",
+        help="never move a lone decoding sequence into one run of blocks (gather instead)",
     )
     parser.add_argument(
         "--reuse-prompt",
         action="store_true",
-        help="the paged engine gets the same prompt every round, as a server does for a "
-        "repeated request: from the second round on, its first blocks come from the prefix "
-        "cache and its table is two runs (the segments path)",
+        help="the paged engine gets the same prompt every round (a prefix-cache hit)",
     )
     parser.add_argument("--no-profile", action="store_true")
     parser.add_argument("--no-mlx-lm", action="store_true")
     parser.add_argument("--graph-only", action="store_true", help="only graph ops and build ms")
     args = parser.parse_args()
-    if args.max_segments is not None:
-        paged_storage.MAX_SEGMENTS = args.max_segments
+    if args.no_compact:
+        KVCacheManager.compact = lambda *_, **__: None  # type: ignore[method-assign]
     path = Path(args.model)
     model: LoadedModel = load_text_model(ModelSpec("m", str(path)), path, None, 2.0)
     layout = probe_kv_layout(model.model)

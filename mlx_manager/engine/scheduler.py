@@ -12,6 +12,9 @@ Priority: lower `priority` runs first. Effective priority is `priority - floor(a
 age counted from arrival (preemption keeps it), for waiting and running sequences alike: a
 request only gains standing as it ages, so a low-priority one is never starved, and two requests
 never preempt each other back and forth. Ties go to the earlier arrival.
+
+A sequence decoding alone is moved into one run of blocks when it is not in one
+(`KVCacheManager.compact`): the runner then reads its K/V as slices instead of gathering them.
 """
 
 from __future__ import annotations
@@ -138,7 +141,21 @@ class Scheduler:
         self._schedule_running(step)
         if not step.preempted:  # as vLLM: no admissions in a step short of blocks
             self._admit_waiting(step)
+        self._compact_lone_decode(step)
         return self._output(step)
+
+    def _compact_lone_decode(self, step: _Step) -> None:
+        """A sequence decoding alone is read as slices when its blocks are one run of ids:
+        move its table into one (`KVCacheManager.compact`) when it is not. Only in a step
+        with no other copies, so that no copy reads a block another one writes."""
+        if len(step.scheduled) != 1 or len(self._running) != 1:
+            return
+        ((seq, (num_tokens, copies)),) = step.scheduled.items()
+        if num_tokens != 1 or copies:
+            return
+        moved = self.kv.compact(seq)
+        if moved:
+            step.scheduled[seq] = (num_tokens, moved)
 
     def update(self, output: SchedulerOutput, sampled: Mapping[str, int]) -> None:
         """Record a finished step: computed tokens, sampled tokens, newly full cached blocks."""

@@ -15,7 +15,8 @@ Allocation prefers consecutive block ids: a sequence whose blocks are one run of
 contiguous range of KV slots, which the runner reads as a slice instead of a gather. The block
 right after the previous one is taken out of the queue when it is free and unhashed; any
 unhashed block is as good as the front one (the hashed blocks are evicted in the same order
-either way), so this never changes what the prefix cache keeps.
+either way), so this never changes what the prefix cache keeps. `take_run` finds a whole run
+of free unhashed blocks, for moving a sequence's table into one run (`KVCacheManager.compact`).
 """
 
 from __future__ import annotations
@@ -82,6 +83,39 @@ class BlockPool:
             block.ref_count = 1
             taken.append(block)
             after = block.block_id
+        return taken
+
+    def take_run(self, n: int, slack: int = 0, candidates: int = 16) -> list[Block] | None:
+        """Take `n` free unhashed blocks of consecutive ids, or None (taking nothing).
+
+        Runs start at one of the first `candidates` blocks of the free queue (the unhashed
+        ones come first; freed tables go back there as runs, and an unused pool is one run).
+        The first run with `slack` more free unhashed blocks after it wins, so the table can
+        keep growing as a run; else the first run of `n`.
+        """
+        free = self._free
+
+        def usable(block_id: int) -> bool:
+            block = free.get(block_id)
+            return block is not None and block.block_hash is None
+
+        best: int | None = None
+        for tried, (first, block) in enumerate(free.items()):
+            if tried >= candidates or block.block_hash is not None:
+                break
+            length = 1
+            while length < n + slack and usable(first + length):
+                length += 1
+            if length >= n + slack:
+                best = first
+                break
+            if length >= n and best is None:
+                best = first
+        if best is None:
+            return None
+        taken = [free.pop(block_id) for block_id in range(best, best + n)]
+        for block in taken:
+            block.ref_count = 1
         return taken
 
     def touch(self, blocks: Iterable[Block]) -> None:

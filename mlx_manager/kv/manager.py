@@ -9,6 +9,12 @@ Prefix caching: every full, computed block of a sequence is registered under a c
 its tokens (namespaced by model id). A new sequence adopts every cached full block of its
 prefix, whether its owner is still running or finished (freed blocks keep their hash until the
 pool reuses them, least recently freed first).
+
+Compaction: a sequence whose table is not one run of block ids (every prefix-cache hit: the
+cached blocks are followed by its own, allocated elsewhere) has its K/V gathered by the runner
+at each step. When it decodes alone, `compact` moves it once into a run of free blocks (a
+block copy, far cheaper than the gathers it saves); the blocks it leaves stay cached for
+others.
 """
 
 from __future__ import annotations
@@ -115,6 +121,23 @@ class KVCacheManager:
             table.extend(self.pool.get_new_blocks(num_new, table[-1].block_id if table else None))
         return copies
 
+    def compact(self, seq: KVSequence, slack: int = 4) -> list[tuple[int, int]] | None:
+        """Move `seq`'s blocks into one run of consecutive free unhashed ids (with room for
+        `slack` more after it when possible). Returns the `(src, dst)` copies the runner must
+        do before the next forward, or None, changing nothing, when the table already is a run
+        or no run of free blocks is found."""
+        table = self._tables.get(seq.request_id)
+        if not table or _is_run(table):
+            return None
+        moved = self.pool.take_run(len(table), slack)
+        if moved is None:
+            return None
+        self._tables[seq.request_id] = moved
+        # The blocks left behind: shared or cached ones keep serving others; the copy reads
+        # them before any other sequence can write there (the runner copies first).
+        self.pool.free_blocks(reversed(table))
+        return [(old.block_id, new.block_id) for old, new in zip(table, moved, strict=True)]
+
     def cache_full_blocks(self, seq: KVSequence) -> None:
         """Register hashes for `seq`'s blocks that are now full and computed."""
         if not self.enable_prefix_caching:
@@ -172,3 +195,8 @@ class KVCacheManager:
             return None
         block = blocks[index]
         return index if block.ref_count > 1 or block.block_hash is not None else None
+
+
+def _is_run(table: list[Block]) -> bool:
+    first = table[0].block_id
+    return all(block.block_id == first + i for i, block in enumerate(table))

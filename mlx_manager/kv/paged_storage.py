@@ -7,12 +7,11 @@ offset); a sequence's tokens live in the blocks of its block table. The layout i
 attention reads (`[batch, heads, tokens, dim]`), so that a single sequence needs no reshapes
 or transposes. A sequence whose blocks are one run of ids (the allocator prefers those) has
 one contiguous range of slots: its forward writes and reads slices of the pools, exactly
-mlx-lm's KVCache ops. A sequence whose blocks are a few runs (a cached prefix followed by its
-own blocks, the shape every prefix-cache hit has) writes slices and reads the runs' slices
-concatenated. Otherwise, and for batches, attention reads K/V by gathering the sequences'
-blocks (works on every MLX backend; no fused paged-attention kernel yet). What is not paged: models
-whose cache is not plain KVCache (sliding-window / rotating, SSM or hybrid layers); those run on
-the single-sequence engine with mlx-lm's own caches.
+mlx-lm's KVCache ops; a sequence decoding alone is moved into such a run when it is not in one
+(`KVCacheManager.compact`, after a prefix-cache hit). Otherwise attention reads K/V by
+gathering the sequence's blocks (works on every MLX backend; no fused paged-attention kernel
+yet). What is not paged: models whose cache is not plain KVCache (sliding-window / rotating,
+SSM or hybrid layers); those run on the single-sequence engine with mlx-lm's own caches.
 
 The model files from mlx-lm are untouched: each layer gets a `PagedLayerCache` that answers the
 protocol they call (`offset`, `update_and_fetch`, `make_mask`).
@@ -58,16 +57,14 @@ class StepMeta:
     Contiguous (one sequence whose slots are one run of ids, the common case at batch 1):
     `write` is the slot of the first new token and `read` the slice of the sequence's slots,
     so a layer updates and reads its pools with one slice update and one slice each, as
-    mlx-lm's own KVCache does. Segments (one sequence whose blocks are a few runs): `write`
-    holds `(slot, first new token, count)` per run the new tokens fall in and `read` the
-    slice of each run, in position order. Gather (anything else): `write` is the slot of each
-    new element, `[1, H, B * L, D]` (a broadcast view), and `read` the slots each sequence
+    mlx-lm's own KVCache does. Gather (anything else): `write` is the slot of each new
+    element, `[1, H, B * L, D]` (a broadcast view), and `read` the slots each sequence
     attends to, `[B, T]` (`[T]` for one sequence).
     """
 
     offsets: mx.array | int  # position of the first new token, per sequence
-    write: int | tuple[tuple[int, int, int], ...] | mx.array
-    read: slice | tuple[slice, ...] | mx.array
+    write: int | mx.array
+    read: slice | mx.array
     # [B, 1, L, T] bool; None when one sequence reads exactly its own tokens: it is then
     # masked as mlx-lm masks a single sequence (no mask to decode, causal to prefill).
     mask: mx.array | None
@@ -106,18 +103,14 @@ class PagedKVStorage:
         self, block_ids: Sequence[int], start: int, num_tokens: int, slices: bool = True
     ) -> StepMeta:
         """One sequence's forward of `num_tokens` from position `start`. It reads exactly its
-        own tokens, so it needs no mask of ours; a block table of at most MAX_SEGMENTS runs of
-        ids (and `slices`) is written and read as slices, else through a scatter and a
-        gather."""
+        own tokens, so it needs no mask of ours; a block table that is one run of ids (and
+        `slices`) is written and read as slices, else through a scatter and a gather."""
         size = self.block_size
         end = start + num_tokens
         num_blocks = -(-end // size)
         if slices and is_run(block_ids, num_blocks):
             base = block_ids[0] * size
             return StepMeta(start, base + start, slice(base, base + end), None)
-        runs = block_runs(block_ids, num_blocks, MAX_SEGMENTS) if slices else None
-        if runs is not None:
-            return _segments_meta(runs, start, end, size)
         read = self.block_slots(mx.array(list(block_ids[:num_blocks]), dtype=mx.uint32))
         if end < num_blocks * size:
             read = read[:end]
@@ -165,42 +158,6 @@ class PagedKVStorage:
         return [PagedLayerCache(self, i, meta) for i in range(self.layout.num_layers)]
 
 
-# A table of more runs than this is gathered: each run costs a slice (a kernel) per layer.
-MAX_SEGMENTS = 4
-
-
-def block_runs(block_ids: Sequence[int], n: int, limit: int) -> list[tuple[int, int]] | None:
-    """The first `n` block ids as runs of consecutive ids `(first id, count)`, or None when
-    they make more than `limit` runs."""
-    runs: list[tuple[int, int]] = []
-    first = previous = block_ids[0]
-    for block_id in block_ids[1:n]:
-        if block_id != previous + 1:
-            runs.append((first, previous - first + 1))
-            if len(runs) >= limit:
-                return None
-            first = block_id
-        previous = block_id
-    runs.append((first, previous - first + 1))
-    return runs
-
-
-def _segments_meta(runs: list[tuple[int, int]], start: int, end: int, size: int) -> StepMeta:
-    """Slices for one sequence whose blocks are `runs`, writing positions [start, end)."""
-    writes: list[tuple[int, int, int]] = []
-    reads: list[slice] = []
-    position = 0  # the first token position of the current run
-    for first, count in runs:
-        base = first * size
-        stop = min(position + count * size, end)
-        reads.append(slice(base, base + stop - position))
-        lo = max(start, position)
-        if lo < stop:
-            writes.append((base + lo - position, lo - start, stop - lo))
-        position += count * size
-    return StepMeta(start, tuple(writes), tuple(reads), None)
-
-
 def is_run(block_ids: Sequence[int], n: int) -> bool:
     """Whether the first `n` block ids are consecutive (their slots are one contiguous range)."""
     first = block_ids[0]
@@ -245,21 +202,13 @@ def _write_and_read(pools: list[mx.array], layer: int, new: mx.array, meta: Step
         pool[:, :, write : write + new.shape[2]] = new
         pools[layer] = pool
         return pool[:, :, meta.read]
-    if isinstance(write, tuple):  # segments: update each run in place, read the runs
-        length = new.shape[2]
-        for slot, offset, count in write:
-            part = new if count == length else new[:, :, offset : offset + count]
-            pool[:, :, slot : slot + count] = part
-        pools[layer] = pool
-        assert isinstance(meta.read, tuple)
-        return mx.concatenate([pool[:, :, read] for read in meta.read], axis=2)
     batch, heads, length, dim = new.shape
     if batch > 1:
         new = new.transpose(1, 0, 2, 3).reshape(1, heads, batch * length, dim)
     pool = mx.put_along_axis(pool, write, new, axis=2)
     pools[layer] = pool
     read = meta.read
-    assert isinstance(read, mx.array)
+    assert not isinstance(read, slice)
     if batch == 1:
         return mx.take(pool, read, axis=2)  # [1, H, T, D]: the fewest ops
     # [H, B, T, D] -> [B, H, T, D]. Indexing the 3-D view gathers D-long rows, which the CPU

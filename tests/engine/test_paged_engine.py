@@ -113,17 +113,14 @@ def fragment(engine: PagedModelEngine, n: int) -> None:
     pool.free_blocks(pool.get_new_blocks(2 * n)[::2])
 
 
-def record_paths(engine: PagedModelEngine) -> list[str]:
-    """For each single-sequence forward from now on: how its K/V were read ("run": slices of
-    one run of blocks, "segments": slices of a few runs, "gather")."""
-    paths: list[str] = []
+def record_paths(engine: PagedModelEngine) -> list[bool]:
+    """For each single-sequence forward from now on: were its K/V slices (True) or gathered?"""
+    paths: list[bool] = []
     views = engine.storage.views
 
     def spy(meta: StepMeta) -> list[PagedLayerCache]:
         if meta.mask is None:
-            write = meta.write
-            kind = "run" if isinstance(write, int) else "gather"
-            paths.append("segments" if isinstance(write, tuple) else kind)
+            paths.append(isinstance(meta.write, int))
         return views(meta)
 
     engine.storage.views = spy  # type: ignore[method-assign]
@@ -135,7 +132,7 @@ def test_alone_matches_mlx_lm_generate_step(mixing: LoadedModel) -> None:
     engine = make_engine(mixing)
     paths = record_paths(engine)
     events = run(engine, [req])["m"]
-    assert paths and set(paths) == {"run"}  # a fresh pool: one run of blocks, read as slices
+    assert paths and all(paths)  # a fresh pool: one run of blocks, read as slices
     got = tokens(events)
     steps = generate_step(mx.array(req.prompt_ids), mixing.model, max_tokens=24)
     reference = [token for token, _ in steps]
@@ -143,19 +140,21 @@ def test_alone_matches_mlx_lm_generate_step(mixing: LoadedModel) -> None:
     assert len(got) == 24 or events[-1].finish_reason is FinishReason.STOP
 
 
-def test_scattered_blocks_are_gathered_and_match_a_run(mixing: LoadedModel) -> None:
+def test_scattered_blocks_are_gathered_then_compacted_and_match_a_run(
+    mixing: LoadedModel,
+) -> None:
     req = request("r", prompt(11, 40), max_tokens=40)  # 80 tokens: 5 blocks of 16
     engine = make_engine(mixing, prefill_step_size=16)
     paths = record_paths(engine)
     contiguous = tokens(run(engine, [req])["r"])
-    assert paths and set(paths) == {"run"}
+    assert paths and all(paths)
     engine = make_engine(mixing, prefill_step_size=16)
     fragment(engine, 8)
     paths = record_paths(engine)
     scattered = tokens(run(engine, [req])["r"])
-    # One block is a run; 2 to 4 scattered blocks are read as segments, 5 gathered.
-    assert paths[0] == "run" and paths[-1] == "gather"
-    assert paths.index("segments") == 1 and "run" not in paths[1:]
+    # The first chunk (one block) is a run; the next chunks are gathered; at its first
+    # decode the lone sequence moves into a run of free blocks and decodes on slices.
+    assert paths[:3] == [True, False, False] and all(paths[3:])
     assert scattered == contiguous == alone(mixing, req)
 
 
@@ -230,9 +229,12 @@ def test_prefix_hit_and_copy_on_write_match(mixing: LoadedModel) -> None:
     assert engine.kv.prefix_hit_rate() > 0
 
 
-def test_shared_prefix_is_read_as_segments_and_matches_alone(mixing: LoadedModel) -> None:
+def test_a_lone_decode_after_a_prefix_hit_is_compacted_and_matches_alone(
+    mixing: LoadedModel,
+) -> None:
     """The second request adopts the first one's 3 cached prefix blocks; the block after them
-    holds the first one's own tokens, so its table is two runs, read as slices."""
+    holds the first one's own tokens, so its prefill is gathered. Decoding alone, it moves
+    into one run of blocks, and the prefix stays cached for a third request."""
     engine = make_engine(mixing)
     shared = prompt(21, 48)
     a, b = request("a", shared + prompt(22, 20)), request("b", shared + prompt(23, 20))
@@ -241,8 +243,11 @@ def test_shared_prefix_is_read_as_segments_and_matches_alone(mixing: LoadedModel
     events = run(engine, [b])["b"]
     usage = events[-1].usage
     assert usage is not None and usage.cached_tokens == 48
-    assert paths and set(paths) == {"segments"}
+    assert paths[0] is False and len(paths) > 2 and all(paths[1:])
     assert tokens(events) == alone(mixing, b)
+    c = request("c", shared + prompt(24, 20))
+    usage = run(engine, [c])["c"][-1].usage
+    assert usage is not None and usage.cached_tokens == 48
 
 
 def test_prompt_larger_than_pool_is_rejected(tiny: LoadedModel) -> None:

@@ -265,3 +265,24 @@ def test_config_rejects_a_budget_smaller_than_the_batch() -> None:
         SchedulerConfig(max_num_seqs=16, max_num_batched_tokens=8)
     with pytest.raises(ValueError):
         SchedulerConfig(max_prefill_chunk=0)
+
+
+def test_a_lone_decode_on_a_prefix_hit_is_compacted_into_one_run() -> None:
+    sched = make_scheduler(num_blocks=16)
+    sched.add(make_seq("a", num_prompt=10, max_tokens=1))
+    run_step(sched)  # a prefills, samples its only token and finishes; blocks 1, 2 cached
+    b = make_seq("b", prompt=[*range(100, 108), 1, 2], max_tokens=4)
+    c = make_seq("c", prompt=[*range(100, 108), 3, 4], max_tokens=4, arrival=1.0)
+    sched.add(b)
+    sched.add(c)
+    out = run_step(sched)  # both admitted on the cached prefix: prefill steps copy nothing
+    # b takes a's freed tail block 3, right after the prefix: one run. c's table is not.
+    assert [ch.block_ids for ch in out.chunks] == [(1, 2, 3), (1, 2, 4)] and not out.copies
+    out = run_step(sched)  # two decodes: a batch, not compacted
+    assert not out.copies and [ch.block_ids for ch in out.chunks] == [(1, 2, 3), (1, 2, 4)]
+    sched.finish(b)
+    out = run_step(sched)  # c decodes alone: moved into a run of free blocks
+    assert out.copies == ((1, 5), (2, 6), (4, 7))
+    assert out.chunks[0].block_ids == (5, 6, 7)
+    out = run_step(sched)  # its 13th token needs a block: the next id, still a run
+    assert not out.copies and out.chunks[0].block_ids == (5, 6, 7, 8)

@@ -124,3 +124,28 @@ def test_a_run_never_takes_a_cached_block_out_of_lru_order() -> None:
     # Only hashed blocks are left: they go in LRU order, the run preference aside.
     assert ids(pool.get_new_blocks(1, after=1)) == [2]
     assert pool.get_cached_block(H2) is None
+
+
+def test_take_run_takes_consecutive_free_unhashed_ids() -> None:
+    pool = BlockPool(12)
+    pool.get_new_blocks(3)  # 1 2 3 held
+    assert ids(pool.take_run(4) or []) == [4, 5, 6, 7]
+    assert [b.ref_count for b in pool.blocks[4:8]] == [1, 1, 1, 1]
+    assert pool.free_block_ids() == [8, 9, 10, 11]
+    assert pool.take_run(5) is None  # only 4 free
+    assert pool.free_block_ids() == [8, 9, 10, 11]  # nothing taken
+
+
+def test_take_run_prefers_a_run_with_room_to_grow_and_skips_hashed_blocks() -> None:
+    pool = BlockPool(16)
+    held = pool.get_new_blocks(15)
+    # Free 8-14, then 1-2 (unhashed, tail first as tables are freed), and 5 (hashed).
+    pool.cache_block(held[4], H1)
+    pool.free_blocks([held[4]])
+    pool.free_blocks(reversed(held[7:14]))
+    pool.free_blocks(reversed(held[0:2]))
+    assert pool.free_block_ids() == [1, 2, 8, 9, 10, 11, 12, 13, 14, 5]
+    assert ids(pool.take_run(2, slack=3) or []) == [8, 9]  # 1-2 has no room after it
+    assert ids(pool.take_run(2, slack=9) or []) == [1, 2]  # no room anywhere: the first run
+    assert pool.take_run(6) is None  # 10..14 is 5 long; 5 is hashed, never taken
+    assert pool.num_cached_blocks == 1

@@ -237,3 +237,38 @@ def test_a_growing_sequence_takes_the_free_block_after_its_last() -> None:
     assert kv.allocate(a, 1) == []
     assert kv.block_ids(a) == [1, 2, 3]  # not 4, the front: a's slots stay one range
     assert kv.pool.free_block_ids() == [4, 5, 6, 7, 8, 9]
+
+
+def test_compact_moves_a_prefix_hit_into_one_run_and_keeps_the_prefix_cached() -> None:
+    kv = make_kv(num_blocks=16)
+    a = make_seq("a", num_prompt=10)
+    admit(kv, a)
+    compute(kv, a, 10)
+    b = make_seq("b", prompt=[*range(100, 108), 1, 2, 3])  # shares a's blocks 1 and 2
+    admit(kv, b)
+    assert kv.block_ids(b) == [1, 2, 4]
+    assert kv.compact(b, slack=2) == [(1, 5), (2, 6), (4, 7)]
+    assert kv.block_ids(b) == [5, 6, 7]
+    assert refs(kv, 1, 2, 4, 5, 6, 7) == [1, 1, 0, 1, 1, 1]  # a still holds 1 and 2
+    assert kv.pool.free_block_ids()[0] == 4  # b's old unhashed block is reused first
+    assert kv.compact(b) is None  # already a run
+    kv.free(a)
+    c = make_seq("c", prompt=[*range(100, 108), 9])
+    prefix, num_hit = kv.lookup_prefix(c)
+    assert [blk.block_id for blk in prefix] == [1, 2] and num_hit == 8  # still cached
+    compute(kv, b, 3)
+    b.append_token(5)
+    assert kv.allocate(b, 1) == []
+    assert kv.block_ids(b) == [5, 6, 7]  # the 12th token fits block 7
+
+
+def test_compact_changes_nothing_without_a_free_run() -> None:
+    kv = make_kv(num_blocks=6)
+    a = make_seq("a", num_prompt=10)
+    admit(kv, a)
+    compute(kv, a, 10)
+    b = make_seq("b", prompt=[*range(100, 108), 1, 2, 3])
+    admit(kv, b)
+    assert kv.block_ids(b) == [1, 2, 4]
+    assert kv.compact(b) is None  # only block 5 is free
+    assert kv.block_ids(b) == [1, 2, 4] and refs(kv, 1, 2, 4) == [2, 2, 1]

@@ -1,6 +1,5 @@
-"""PagedKVStorage: a run of block ids is written and read as slices, a few runs as slices
-concatenated, anything else through a scatter and a gather; every path stores and returns
-exactly the K/V that were written."""
+"""PagedKVStorage: a run of block ids is written and read as slices, anything else through a
+scatter and a gather; both store and return exactly the K/V that were written."""
 
 from __future__ import annotations
 
@@ -8,14 +7,7 @@ import mlx.core as mx
 import pytest
 from mlx_lm.models.base import create_causal_mask
 
-from mlx_manager.kv.paged_storage import (
-    MAX_SEGMENTS,
-    KVLayout,
-    PagedKVStorage,
-    StepMeta,
-    block_runs,
-    is_run,
-)
+from mlx_manager.kv.paged_storage import KVLayout, PagedKVStorage, StepMeta, is_run
 
 LAYOUT = KVLayout(num_layers=2, n_kv_heads=2, head_dim=4, dtype=mx.float32)
 BLOCK_SIZE = 4
@@ -55,54 +47,22 @@ def test_is_run() -> None:
     assert not is_run((5, 4, 3), 3)
 
 
-def test_block_runs() -> None:
-    assert block_runs((7,), 1, 4) == [(7, 1)]
-    assert block_runs((3, 4, 8, 9, 2), 5, 4) == [(3, 2), (8, 2), (2, 1)]
-    assert block_runs((3, 4, 8, 9, 2), 3, 4) == [(3, 2), (8, 1)]  # only the first n count
-    assert block_runs((1, 3, 5, 7), 4, 4) == [(1, 1), (3, 1), (5, 1), (7, 1)]
-    assert block_runs((1, 3, 5, 7, 9), 5, 4) is None  # more runs than the limit
-
-
-def path_of(meta: StepMeta) -> str:
-    if isinstance(meta.write, int):
-        return "run"
-    return "segments" if isinstance(meta.write, tuple) else "gather"
-
-
-# One run; a cached prefix run then the sequence's own run; three runs; five runs, more than
-# MAX_SEGMENTS once the sequence reaches its fifth block.
-PATHS_SEEN = [
-    ((3, 4, 5, 6, 7), {"run"}),
-    ((5, 6, 7, 1, 2), {"run", "segments"}),
-    ((6, 2, 3, 8, 9), {"segments"}),
-    ((9, 1, 7, 3, 5), {"segments", "gather"}),
-]
-
-
-@pytest.mark.parametrize(("table", "paths"), PATHS_SEEN)
-def test_one_sequence_reads_back_exactly_its_tokens(
-    table: tuple[int, ...], paths: set[str]
-) -> None:
-    """Prefill 6, chunks crossing block boundaries, then decodes, on each path against the
-    gather path."""
-    seen = set()
+@pytest.mark.parametrize("table", [(3, 4, 5), (6, 2, 8)])
+def test_one_sequence_reads_back_exactly_its_tokens(table: tuple[int, ...]) -> None:
+    """Prefill 6, a chunk of 3 crossing a block boundary, then a decode, on both paths."""
+    contiguous = is_run(table, len(table))
     fast, gathered = storage(), storage()
     written: list[list[mx.array]] = [[] for _ in range(LAYOUT.num_layers)]
     start = 0
-    for new in chunks(0, [6, 3, 1, 7, 1]):
+    for new in chunks(0, [6, 3, 1]):
         n = new[0].shape[2]
         meta = fast.sequence_meta(table, start, n)
-        used = -(-(start + n) // BLOCK_SIZE)  # blocks the forward reaches
-        runs = block_runs(table, used, MAX_SEGMENTS)
-        expect = "gather" if runs is None else "run" if len(runs) == 1 else "segments"
-        assert path_of(meta) == expect
-        seen.add(expect)
+        assert isinstance(meta.write, int) is contiguous
         assert meta.mask is None and meta.offsets == start
-        if expect == "run":
-            base = table[0] * BLOCK_SIZE
-            assert meta.read == slice(base, base + start + n)
+        if contiguous:
+            assert meta.read == slice(3 * BLOCK_SIZE, 3 * BLOCK_SIZE + start + n)
         slow_meta = gathered.sequence_meta(table, start, n, slices=False)
-        assert path_of(slow_meta) == "gather"
+        assert not isinstance(slow_meta.write, int)
         fast_reads = forward(fast, meta, new)
         slow_reads = forward(gathered, slow_meta, new)
         for layer in range(LAYOUT.num_layers):
@@ -115,7 +75,6 @@ def test_one_sequence_reads_back_exactly_its_tokens(
     for a, b in zip(fast.keys + fast.values, gathered.keys + gathered.values, strict=True):
         assert mx.array_equal(a, b)  # the same slots hold the same K/V
     slots = [b * BLOCK_SIZE + i for b in table for i in range(BLOCK_SIZE)][:start]
-    assert start == 18 and seen == paths
     keys = mx.concatenate(written[0], axis=2)
     assert mx.array_equal(fast.keys[0][:, :, mx.array(slots)], keys)
 
