@@ -219,29 +219,38 @@ class ReferenceSession:
         del self._model, self._tokenizer, self._processors
 
 
+def load_server_model(path: Path) -> Any:
+    """The model as the server loads it (`load_text_model`, densified on CPU)."""
+    from mlx_manager.models.loaded import load_text_model
+    from mlx_manager.models.sources import ModelSpec
+
+    return load_text_model(ModelSpec(path.name, str(path)), path, None, CPU_FLOAT32_MAX_GB)
+
+
+def banned_stop_params(plan: PromptPlan, max_tokens: int) -> Any:
+    """Greedy sampling with every stop id banned, as the server stage asks for it."""
+    from mlx_manager.types import SamplingParams
+
+    return SamplingParams(
+        max_tokens=max_tokens,
+        temperature=0.0,
+        logit_bias=tuple((i, STOP_BIAS) for i in plan.stop_ids),
+    )
+
+
 class RunnerSession:
     """The server's runner and output builder in a plain loop: no HTTP, no engine thread."""
 
     name = "runner"
 
     def __init__(self, path: Path, plan: PromptPlan, args: argparse.Namespace) -> None:
-        from mlx_manager.models.loaded import load_text_model
-        from mlx_manager.models.sources import ModelSpec
-        from mlx_manager.types import SamplingParams
-
         self.stage = StageResult(self.name)
         start = time.perf_counter()
-        self._loaded: Any = load_text_model(
-            ModelSpec(path.name, str(path)), path, None, CPU_FLOAT32_MAX_GB
-        )
+        self._loaded = load_server_model(path)
         self.stage.load_s = time.perf_counter() - start
         self._plan = plan
         self._max_tokens = args.max_tokens
-        self._params = SamplingParams(
-            max_tokens=args.max_tokens,
-            temperature=0.0,
-            logit_bias=tuple((i, STOP_BIAS) for i in plan.stop_ids),
-        )
+        self._params = banned_stop_params(plan, args.max_tokens)
         self._number = 0
 
     def run_once(self) -> tuple[RunResult, list[int]]:
@@ -297,15 +306,10 @@ class EngineSession:
         from mlx_manager.config import load_settings
         from mlx_manager.engine.paged_engine import PagedModelEngine
         from mlx_manager.kv.paged_storage import probe_kv_layout
-        from mlx_manager.models.loaded import load_text_model
-        from mlx_manager.models.sources import ModelSpec
-        from mlx_manager.types import SamplingParams
 
         self.stage = StageResult(self.name)
         start = time.perf_counter()
-        self._loaded: Any = load_text_model(
-            ModelSpec(path.name, str(path)), path, None, CPU_FLOAT32_MAX_GB
-        )
+        self._loaded = load_server_model(path)
         layout = probe_kv_layout(self._loaded.model)
         if layout is None:
             raise SystemExit(f"{path}: not a paged model; use --stages reference,runner,server")
@@ -314,11 +318,7 @@ class EngineSession:
         self.stage.info["kv_cache"] = self._engine.describe()
         self._plan = plan
         self._max_tokens = args.max_tokens
-        self._params = SamplingParams(
-            max_tokens=args.max_tokens,
-            temperature=0.0,
-            logit_bias=tuple((i, STOP_BIAS) for i in plan.stop_ids),
-        )
+        self._params = banned_stop_params(plan, args.max_tokens)
         self._number = 0
 
     def run_once(self) -> tuple[RunResult, list[int]]:
