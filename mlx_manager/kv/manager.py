@@ -55,6 +55,7 @@ class KVCacheManager:
         self.pool = BlockPool(num_blocks)
         self._tables: dict[str, list[Block]] = {}
         self._hashes: dict[str, list[bytes]] = {}  # chain of the seq's registered full blocks
+        self._no_run_at: dict[str, int] = {}  # table length when `compact` found no free run
         self.prefix_queried_tokens = 0
         self.prefix_hit_tokens = 0
 
@@ -127,10 +128,11 @@ class KVCacheManager:
         do before the next forward, or None, changing nothing, when the table already is a run
         or no run of free blocks is found."""
         table = self._tables.get(seq.request_id)
-        if not table or _is_run(table):
+        if not table or _is_run(table) or self._no_run_at.get(seq.request_id) == len(table):
             return None
         moved = self.pool.take_run(len(table), slack)
-        if moved is None:
+        if moved is None:  # the decode hot path: search again only once the table grows
+            self._no_run_at[seq.request_id] = len(table)
             return None
         self._tables[seq.request_id] = moved
         # The blocks left behind: shared or cached ones keep serving others; the copy reads
@@ -157,6 +159,7 @@ class KVCacheManager:
         """Release all of `seq`'s blocks, tail first (so its tail is evicted first)."""
         table = self._tables.pop(seq.request_id, None)
         self._hashes.pop(seq.request_id, None)
+        self._no_run_at.pop(seq.request_id, None)
         if table:
             self.pool.free_blocks(reversed(table))
 
@@ -199,4 +202,6 @@ class KVCacheManager:
 
 def _is_run(table: list[Block]) -> bool:
     first = table[0].block_id
+    if table[-1].block_id - first != len(table) - 1:  # the common answer, in O(1)
+        return False
     return all(block.block_id == first + i for i, block in enumerate(table))
