@@ -112,8 +112,14 @@ class PagedModelEngine:
 
         The host work of a step (scheduling, detokenizing, stop checks, events) overlaps the
         device's forward pass; a sequence that ended in step k-1 may have run once more in
-        step k, and that surplus token is dropped.
+        step k, and that surplus token is dropped. A step that only samples first tokens is
+        finished before the next one is built: building it (several ms for a deep model)
+        would delay those first tokens, and there is no running stream to keep fed.
         """
+        if self._inflight is not None and _first_tokens_only(self._inflight):
+            first = self._finish_step(self._inflight)
+            self._inflight = None
+            return first
         output = self.scheduler.schedule()
         events: list[GenerationEvent] = []
         if self._inflight is not None and (output.is_empty or self._needs_history(output)):
@@ -193,3 +199,8 @@ class PagedModelEngine:
     def _state(seq: Sequence) -> _RequestState:
         state: _RequestState = seq.payload
         return state
+
+
+def _first_tokens_only(inflight: _InFlight) -> bool:
+    """Whether every token a step samples is its sequence's first output token."""
+    return bool(inflight.placeholders) and all(i == 0 for _, i in inflight.placeholders)

@@ -250,6 +250,48 @@ def test_a_lone_decode_after_a_prefix_hit_is_compacted_and_matches_alone(
     assert usage is not None and usage.cached_tokens == 48
 
 
+def count_launches(engine: PagedModelEngine) -> list[int]:
+    """One entry per forward step the runner launches from now on."""
+    launches: list[int] = []
+    launch = engine.runner.launch
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        launches.append(1)
+        return launch(*args, **kwargs)
+
+    engine.runner.launch = spy  # type: ignore[method-assign]
+    return launches
+
+
+def test_a_lone_first_token_leaves_before_the_next_step_is_built(mixing: LoadedModel) -> None:
+    engine = make_engine(mixing)
+    launches = count_launches(engine)
+    req = request("a", prompt(31, 20), max_tokens=4)
+    engine.add(req)
+    assert engine.step() == [] and len(launches) == 1  # the prefill, launched
+    events = engine.step()  # the first token's value is known and nothing else launched
+    (seq,) = engine.scheduler.running
+    assert len(seq.output_ids) == 1 and seq.output_ids[0] >= 0 and len(launches) == 1
+    while engine.has_work():  # it decodes on, pipelined again
+        events += engine.step()
+    assert len(launches) >= 4
+    assert tokens(events) == alone(mixing, req)
+
+
+def test_a_first_token_beside_running_streams_stays_pipelined(mixing: LoadedModel) -> None:
+    engine = make_engine(mixing)
+    engine.add(request("a", prompt(32, 20), max_tokens=40))
+    while not any(e.token_ids for e in engine.step()):
+        pass
+    launches = count_launches(engine)
+    engine.add(request("b", prompt(33, 20), max_tokens=4))
+    b = next(s for s in engine.scheduler.waiting if s.request_id == "b")
+    while not (b.output_ids and b.output_ids[0] >= 0):
+        before = len(launches)
+        engine.step()
+    assert len(launches) == before + 1  # the step that gave b's first token launched one more
+
+
 def test_prompt_larger_than_pool_is_rejected(tiny: LoadedModel) -> None:
     from mlx_manager.errors import InvalidRequest
 
