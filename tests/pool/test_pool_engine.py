@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import threading
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -214,5 +215,32 @@ def test_idle_ttl_unloads_and_frees_memory(pool_model_root: Path) -> None:
             gc.collect()
             active = (await client.memory()).active_bytes
             assert active - idle < 1.1 * m2.total_bytes
+
+    asyncio.run(main())
+
+
+def test_prompts_are_tokenized_off_the_event_loop(pool_model_root: Path) -> None:
+    """A long prompt's tokenization must not stall the event loop that serves every stream."""
+
+    async def main() -> None:
+        async with serving(pool_model_root) as client:
+            await ask(client, "m1")
+            tokenizer = client.get_model("m1").tokenizer._tokenizer  # the HF tokenizer
+            loop_thread = threading.get_ident()
+            threads: list[int] = []
+            encode = tokenizer.encode
+
+            def spy(*args: Any, **kwargs: Any) -> Any:
+                threads.append(threading.get_ident())
+                return encode(*args, **kwargs)
+
+            tokenizer.encode = spy
+            try:
+                events = await ask(client, "m1")
+                counted = await client.count_tokens(request("m1"))
+            finally:
+                del tokenizer.encode
+            assert events[-1].finished and events[-1].error is None and counted > 0
+            assert len(threads) == 2 and loop_thread not in threads
 
     asyncio.run(main())
