@@ -219,6 +219,16 @@ class Settings(BaseSettings):
         gt=0,
         description="A waiting request gains one priority level per this many seconds.",
     )
+    gil_switch_interval_ms: float = Field(
+        0.5,
+        gt=0,
+        le=100,
+        description=(
+            "Longest time the engine thread holds Python's GIL while the HTTP event loop "
+            "waits for it (sys.setswitchinterval). Python's 5 ms default delays each "
+            "streamed token by up to that much while the engine builds its next step."
+        ),
+    )
     image_allow_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description=(
