@@ -166,10 +166,6 @@ def serve(args: argparse.Namespace) -> int:
 
     from mlx_manager.api.app import create_app
 
-    # The engine thread builds each step in Python while the event loop streams the last
-    # one's tokens: hand the GIL over sooner than Python's default 5 ms.
-    sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
-
     failure: list[str] = []
     server: uvicorn.Server | None = None
 

@@ -68,6 +68,7 @@ class EngineConfig(BaseModel):
     max_embedding_inputs: int = 2048
     max_embedding_tokens: int = 262_144
     max_vision_seqs: int = 4
+    gil_switch_interval_ms: float = 0.5
 
 
 class VisionConfig(BaseModel):
@@ -224,9 +225,10 @@ class Settings(BaseSettings):
         gt=0,
         le=100,
         description=(
-            "Longest time the engine thread holds Python's GIL while the HTTP event loop "
-            "waits for it (sys.setswitchinterval). Python's 5 ms default delays each "
-            "streamed token by up to that much while the engine builds its next step."
+            "While at most 2 requests are in flight: the longest time the engine thread "
+            "holds Python's GIL while the HTTP event loop waits for it "
+            "(sys.setswitchinterval). Python's 5 ms default, kept under more load, delays "
+            "each streamed token by up to that much."
         ),
     )
     image_allow_hosts: Annotated[list[str], NoDecode] = Field(
@@ -385,6 +387,7 @@ class Settings(BaseSettings):
             max_embedding_inputs=self.max_embedding_inputs,
             max_embedding_tokens=self.max_embedding_tokens,
             max_vision_seqs=self.max_vision_seqs,
+            gil_switch_interval_ms=self.gil_switch_interval_ms,
         )
 
 

@@ -7,8 +7,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from mlx_manager.models.default_model import embedded_gguf_path
 from tests.fixtures.server import free_port
 
@@ -89,24 +87,3 @@ def test_ctrl_c_stops_without_a_traceback(tmp_path: Path, tiny_model_dirs: dict[
     server.stop()
     assert code in (0, 130)
     assert "Traceback" not in log
-
-
-def test_serve_hands_the_gil_over_sooner(
-    tiny_model_dirs: dict[str, Path], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The event loop streams tokens while the engine thread builds steps in Python."""
-    import uvicorn
-
-    from mlx_manager.cli import build_parser, serve
-
-    seen: list[float] = []
-    monkeypatch.setattr(uvicorn.Server, "run", lambda self: seen.append(sys.getswitchinterval()))
-    before = sys.getswitchinterval()
-    model = f"tiny={tiny_model_dirs['llama']}"
-    try:
-        for extra in ([], ["--gil-switch-interval-ms", "2"]):
-            args = build_parser().parse_args(["serve", "--model", model, *extra])
-            assert serve(args) == 0
-    finally:
-        sys.setswitchinterval(before)
-    assert seen == [pytest.approx(0.0005), pytest.approx(0.002)]

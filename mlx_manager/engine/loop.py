@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from mlx_manager.config import EngineConfig
 from mlx_manager.engine.core import EngineCore, EngineSnapshot
+from mlx_manager.engine.gil_handoff import SwitchInterval
 from mlx_manager.engine.request import EngineRequest
 from mlx_manager.types import GenerationEvent
 
@@ -66,6 +67,7 @@ class EngineThread:
         self._thread = threading.Thread(target=self._run, name="mlx-engine", daemon=True)
         self._snapshot = self._core.snapshot()
         self._snapshot_at = time.monotonic()
+        self._switch = SwitchInterval(config.gil_switch_interval_ms / 1000)
 
     def start(self) -> None:
         self._thread.start()
@@ -91,6 +93,12 @@ class EngineThread:
         return self._snapshot
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        finally:
+            self._switch.restore()
+
+    def _loop(self) -> None:
         while True:
             block = not self._core.has_work()
             try:
@@ -105,6 +113,7 @@ class EngineThread:
                     continue  # take every pending message before the next token
                 self._flush()
                 self._publish_snapshot()
+            self._switch.update(len(self._subscribers))
             try:
                 self._core.step()
             except Exception:  # never let the engine thread die

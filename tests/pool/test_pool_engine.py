@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import sys
 import threading
 import uuid
 from collections.abc import AsyncIterator
@@ -242,5 +243,26 @@ def test_prompts_are_tokenized_off_the_event_loop(pool_model_root: Path) -> None
                 del tokenizer.encode
             assert events[-1].finished and events[-1].error is None and counted > 0
             assert len(threads) == 2 and loop_thread not in threads
+
+    asyncio.run(main())
+
+
+def test_engine_thread_shortens_the_gil_interval_while_few_requests_stream(
+    pool_model_root: Path,
+) -> None:
+    from mlx_manager.engine.gil_handoff import PYTHON_DEFAULT_S
+
+    async def main() -> None:
+        async with serving(pool_model_root, gil_switch_interval_ms=0.25) as client:
+            await ask(client, "m1")  # loads it
+            stream = await long_running(client, "m1")
+            async for event in stream:
+                if event.token_ids:
+                    break
+            assert sys.getswitchinterval() == pytest.approx(0.00025)
+            stream.abort()
+            async for _ in stream:
+                pass
+        assert sys.getswitchinterval() == pytest.approx(PYTHON_DEFAULT_S)
 
     asyncio.run(main())
