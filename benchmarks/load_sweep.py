@@ -503,11 +503,14 @@ async def run_prefix_test(
 ) -> dict[str, Any]:
     words = max(1, args.prefix_tokens - builder.specials)
     runs = []
+    # Seeded by endpoint and format too: a second test against the same server must not find
+    # its prefixes already cached by the first one.
+    tag = f"{args.endpoint}:{args.prompt_format}"
     for run in range(args.prefix_runs):
-        prefix = builder.ids(words, f"prefix:{run}")
-        suffix_a = builder.ids(args.suffix_tokens, f"suffix-a:{run}")
-        suffix_b = builder.ids(args.suffix_tokens, f"suffix-b:{run}")
-        unrelated = builder.ids(words + args.suffix_tokens, f"prefix-warm:{run}")
+        prefix = builder.ids(words, f"prefix:{tag}:{run}")
+        suffix_a = builder.ids(args.suffix_tokens, f"suffix-a:{tag}:{run}")
+        suffix_b = builder.ids(args.suffix_tokens, f"suffix-b:{tag}:{run}")
+        unrelated = builder.ids(words + args.suffix_tokens, f"prefix-warm:{tag}:{run}")
         result: dict[str, Any] = {"run": run}
         for name, ids in (
             ("warmup", unrelated),
