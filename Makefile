@@ -9,7 +9,7 @@ OPENBLAS := /usr/lib/x86_64-linux-gnu/libopenblas.so.0
 LINT_PATHS := mlx_manager tests $(wildcard benchmarks)
 PRELOAD := $(if $(wildcard $(OPENBLAS)),LD_PRELOAD=$(OPENBLAS),)
 
-.PHONY: serve test lint bootstrap clean
+.PHONY: serve test lint bootstrap clean speech-tools
 
 bootstrap: $(VENV)/.installed
 
@@ -36,7 +36,18 @@ $(VENV)/.installed: pyproject.toml
 serve: bootstrap
 	$(PRELOAD) $(VENV)/bin/mlx-manager serve $(ARGS)
 
-test: bootstrap
+# The speech tests synthesize their audio with espeak-ng and sox (Debian packages) and skip
+# without them: install them where we can, so CI runs those tests.
+speech-tools:
+	@if ! command -v espeak-ng >/dev/null || ! command -v sox >/dev/null; then \
+		if [ "$(UNAME)" = "Linux" ] && [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
+			echo "installing espeak-ng and sox (speech tests)"; \
+			(apt-get update -qq >/dev/null && apt-get install -y -qq espeak-ng sox >/dev/null) \
+				|| echo "espeak-ng/sox install skipped: the speech tests will be skipped"; \
+		fi; \
+	fi
+
+test: bootstrap speech-tools
 	$(VENV)/bin/ruff check $(LINT_PATHS)
 	$(VENV)/bin/mypy
 	$(PRELOAD) $(PY) -m pytest $(ARGS)

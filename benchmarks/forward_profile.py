@@ -35,8 +35,9 @@ from mlx_lm import load
 from mlx_lm.models.cache import make_prompt_cache
 
 
-def median_ms(run: Callable[[], Any], runs: int) -> float:
-    """Median wall time of `run()` (which returns arrays to evaluate), after two warm-ups."""
+def median_ms(run: Callable[[], Any], runs: int, after: Callable[[], None] | None = None) -> float:
+    """Median wall time of `run()` (which returns arrays to evaluate), after two warm-ups;
+    `after()` runs, untimed, after each call."""
     times = []
     for i in range(runs + 2):
         mx.synchronize()
@@ -45,6 +46,8 @@ def median_ms(run: Callable[[], Any], runs: int) -> float:
         mx.synchronize()
         if i >= 2:
             times.append((time.perf_counter() - start) * 1000)
+        if after is not None:
+            after()
     return statistics.median(times)
 
 
@@ -118,21 +121,13 @@ def forward_ms(model: Any, m: int, cached: int, runs: int) -> float:
     tokens = mx.arange(100, 100 + m, dtype=mx.int32)[None]
 
     def once() -> Any:
-        logits = model(tokens, cache=cache)
-        token = mx.argmax(logits[0, -1])
-        return token
+        return mx.argmax(model(tokens, cache=cache)[0, -1])
 
-    times = []
-    for i in range(runs + 2):
-        mx.synchronize()
-        start = time.perf_counter()
-        mx.eval(once())
-        mx.synchronize()
-        if i >= 2:
-            times.append((time.perf_counter() - start) * 1000)
+    def trim() -> None:  # back to `cached` tokens, keeping the buffers' room
         for c in cache:
             c.trim(m)
-    return statistics.median(times)
+
+    return median_ms(once, runs, trim)
 
 
 def main() -> None:
