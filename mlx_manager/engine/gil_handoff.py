@@ -24,13 +24,13 @@ class SwitchInterval:
         self._low_load_s = low_load_s
         self._low_load_streams = low_load_streams
         self._default_s = PYTHON_DEFAULT_S
-        self._current_s = sys.getswitchinterval()
 
     def update(self, streams: int) -> None:
         wanted = self._low_load_s if streams <= self._low_load_streams else self._default_s
-        if wanted != self._current_s:
+        # Read back rather than remembered: another engine thread of this process (tests
+        # start several) may have changed it. Python keeps whole microseconds.
+        if abs(sys.getswitchinterval() - wanted) >= 1e-6:
             sys.setswitchinterval(wanted)
-            self._current_s = wanted
 
     def restore(self) -> None:
         """Back to Python's interval (the engine stops)."""

@@ -37,3 +37,11 @@ def test_a_second_switch_restores_python_default_not_the_first_ones_setting() ->
     assert sys.getswitchinterval() == pytest.approx(0.002)
     second.restore()
     assert sys.getswitchinterval() == pytest.approx(PYTHON_DEFAULT_S)
+
+
+def test_an_interval_changed_by_someone_else_is_set_again() -> None:
+    first = SwitchInterval(0.0005)
+    first.update(1)
+    sys.setswitchinterval(0.003)  # e.g. a second engine thread stopping
+    first.update(1)
+    assert sys.getswitchinterval() == pytest.approx(0.0005)
