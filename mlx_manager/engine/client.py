@@ -9,10 +9,11 @@ flight is never evicted; a model that is not resident is loaded (once) on its fi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import enum
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, TypeVar
 
 import numpy as np
@@ -129,6 +130,9 @@ class EngineClient:
         self.pool = ModelPool(self._pool_config, self._host)
         self.state = EngineState.STARTING
         self.load_error: str | None = None
+        # Embedding and transcription requests in flight: they queue on the engine thread
+        # beside generation, so they count against --max-waiting-requests too.
+        self._side_requests = 0
 
     async def start(self, specs: list[ModelSpec]) -> None:
         """Start the engine thread, build the catalog, and load the startup models.
@@ -241,6 +245,17 @@ class EngineClient:
             )
         config = self._engine_config
         limits = EmbeddingLimits(config.max_embedding_inputs, config.max_embedding_tokens)
+        with self._side_request():
+            return await self._embed(model_id, inputs, dimensions, truncate, limits)
+
+    async def _embed(
+        self,
+        model_id: str,
+        inputs: EmbeddingInputs,
+        dimensions: int | None,
+        truncate: bool,
+        limits: EmbeddingLimits,
+    ) -> EmbeddingResult:
         lease = await self.pool.acquire(model_id)
         try:
             model = lease.model
@@ -269,6 +284,12 @@ class EngineClient:
                 param="model",
                 code="model_type_mismatch",
             )
+        with self._side_request():
+            return await self._transcribe(model_id, audio, options)
+
+    async def _transcribe(
+        self, model_id: str, audio: np.ndarray, options: TranscriptionOptions
+    ) -> Transcript:
         lease = await self.pool.acquire(model_id)
         try:
             model = lease.model
@@ -306,8 +327,7 @@ class EngineClient:
         Raises an ApiError before anything is queued. The stream holds a lease on the
         model until its final event.
         """
-        if self._thread.snapshot().waiting >= self._engine_config.max_waiting_requests:
-            raise Overloaded("too many requests are waiting; retry later", retry_after_s=1)
+        self._check_waiting()
         lease = await self._lease(request)
         try:
             if lease.model.model_type is ModelType.VISION:
@@ -326,6 +346,22 @@ class EngineClient:
         except BaseException:
             lease.release()
             raise
+
+    def _check_waiting(self) -> None:
+        """503 (Anthropic: 529) while --max-waiting-requests requests are queued."""
+        waiting = self._thread.snapshot().waiting + self._side_requests
+        if waiting >= self._engine_config.max_waiting_requests:
+            raise Overloaded("too many requests are waiting; retry later", retry_after_s=1)
+
+    @contextlib.contextmanager
+    def _side_request(self) -> Iterator[None]:
+        """Admit an embedding or transcription request and count it while it runs."""
+        self._check_waiting()
+        self._side_requests += 1
+        try:
+            yield
+        finally:
+            self._side_requests -= 1
 
     async def _on_engine(self, fn: Callable[[], T]) -> T:
         return await asyncio.wrap_future(self._thread.call(lambda _core: fn()))

@@ -266,3 +266,32 @@ def test_engine_thread_shortens_the_gil_interval_while_few_requests_stream(
         assert sys.getswitchinterval() == pytest.approx(PYTHON_DEFAULT_S)
 
     asyncio.run(main())
+
+
+def test_embeddings_count_against_max_waiting_requests(
+    pool_model_root: Path, minilm_dir: Path
+) -> None:
+    """Embedding requests queue on the engine thread too: past --max-waiting-requests they
+    get Overloaded (503) like generation requests, and a generation request is refused while
+    they fill the queue."""
+    from mlx_manager.models.sources import ModelSpec
+
+    async def main() -> None:
+        settings = load_settings(
+            {"kv_cache_gb": KV_GB, "model_dir": [str(pool_model_root)], "max_waiting_requests": 2}
+        )
+        client = EngineClient(settings.engine(), settings.models(), settings.pool())
+        await client.start([ModelSpec("minilm", str(minilm_dir))])
+        try:
+            calls = [client.embed("minilm", ["a sentence"]) for _ in range(4)]
+            results = await asyncio.gather(
+                *calls, client.submit(request("m1")), return_exceptions=True
+            )
+            refused = [r for r in results if isinstance(r, ApiError)]
+            assert [len(r.vectors) for r in results[:2]] == [1, 1]  # type: ignore[union-attr]
+            assert len(refused) == 3 and all(r.status == 503 for r in refused)
+            assert len((await client.embed("minilm", ["again"])).vectors) == 1  # freed
+        finally:
+            await client.stop()
+
+    asyncio.run(main())
