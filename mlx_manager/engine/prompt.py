@@ -26,6 +26,8 @@ def prompt_ids_for(
     if request.messages is not None:
         # The template wrote any BOS itself: adding special tokens would double it.
         text = _chat_text(model, request, tool_format)
+        if model.prompt_encoder is not None:  # same ids, the start reused from a recent prompt
+            return model.prompt_encoder.encode(text)
         return list(model.tokenizer.encode(text, add_special_tokens=False))
     return list(model.tokenizer.encode(request.prompt_text or ""))
 

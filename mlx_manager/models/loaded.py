@@ -14,6 +14,7 @@ from mlx_manager.models.cpu_precision import densify_for_cpu
 from mlx_manager.models.default_model import DEFAULT_MODEL_NAME, ensure_embedded_model
 from mlx_manager.models.detection import ModelType
 from mlx_manager.models.families import ChatFamily, detect_family
+from mlx_manager.models.prefix_tokenizer import PrefixTokenizer
 from mlx_manager.models.sources import ModelSpec, resolve_model_dir
 
 if TYPE_CHECKING:
@@ -43,6 +44,8 @@ class LoadedModel:
     model_type: ModelType = ModelType.TEXT
     embedding: EmbeddingSpec | None = None  # embeddings models: dimensions, limits
     processor: Any = None  # vision models: the transformers processor (image tokens, pixels)
+    # Chat prompts: reuses a recent prompt's ids for the shared start (None: not safe here).
+    prompt_encoder: PrefixTokenizer | None = None
 
 
 def default_spec() -> ModelSpec:
@@ -81,4 +84,5 @@ def load_text_model(
         family=family,
         context_length=context_override or context_length_of(config),
         stop_token_ids=family.stop_token_ids(tokenizer),
+        prompt_encoder=PrefixTokenizer.for_tokenizer(tokenizer),
     )

@@ -182,3 +182,27 @@ def test_streamed_logprobs(client: openai.OpenAI) -> None:
         for e in c.choices[0].logprobs.content
     ]
     assert len(entries) == 4
+
+
+def test_a_growing_conversation_keeps_exact_prompt_tokens(client: openai.OpenAI, tokenizer) -> None:  # type: ignore[no-untyped-def]
+    """Each turn resends the conversation: its tokenization reuses the last prompt's ids for
+    the shared start (models/prefix_tokenizer.py) and its KV the prefix cache; the prompt is
+    still exactly the chat template's full tokenization."""
+    system = " ".join(["The assistant answers questions about geography in one word."] * 50)
+    messages = [{"role": "system", "content": system}]
+    for question in ("Capital of France?", "Capital of Italy?", "Capital of Spain?"):
+        messages.append({"role": "user", "content": question})
+        reply = client.chat.completions.create(
+            model=MODEL,
+            messages=messages,  # type: ignore[arg-type]
+            max_tokens=6,
+            temperature=0,
+        )
+        rendered = tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=False
+        )
+        expected = tokenizer(rendered, add_special_tokens=False)["input_ids"]
+        assert reply.usage is not None and reply.usage.prompt_tokens == len(expected)
+        messages.append({"role": "assistant", "content": reply.choices[0].message.content or ""})
+    details = reply.usage.prompt_tokens_details
+    assert details is not None and (details.cached_tokens or 0) > len(expected) // 2

@@ -1,0 +1,121 @@
+"""Prefix-reusing tokenization gives exactly the full encode's ids (real SmolLM2 tokenizer)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mlx_lm.utils import load_tokenizer
+
+from mlx_manager.models import prefix_tokenizer
+from mlx_manager.models.prefix_tokenizer import PrefixTokenizer
+
+WORDS = [
+    "the",
+    "model",
+    "reads",
+    "every",
+    "token",
+    "once",
+    ",",
+    "and",
+    "writes",
+    "code",
+    ":",
+    "def",
+    "f(x):",
+    "return",
+    "x",
+    "**",
+    "2",
+    ";",
+    "numbers",
+    "12345",
+    "3.14159",
+    "—",
+    "émigré",
+    "naïve",
+    "東京",
+    "🙂",
+    "\n\n",
+    "",
+    "indented\ttabs",
+]
+
+
+@pytest.fixture(scope="module")
+def tokenizer(smollm2_dir: Path) -> Any:
+    return load_tokenizer(smollm2_dir)
+
+
+def chat_text(turns: list[tuple[str, str]], open_turn: bool = True) -> str:
+    """ChatML as SmolLM2's template writes it."""
+    text = "".join(f"<|im_start|>{role}\n{content}<|im_end|>\n" for role, content in turns)
+    return text + ("<|im_start|>assistant\n" if open_turn else "")
+
+
+def words(rng: random.Random, n: int) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(n))
+
+
+def full(tokenizer: Any, text: str) -> list[int]:
+    return list(tokenizer.encode(text, add_special_tokens=False))
+
+
+def test_a_growing_conversation_reuses_the_earlier_turns_and_matches_a_full_encode(
+    tokenizer: Any,
+) -> None:
+    cache = PrefixTokenizer.for_tokenizer(tokenizer)
+    assert cache is not None
+    rng = random.Random(0)
+    turns = [("system", words(rng, 400))]
+    for _ in range(8):
+        turns.append(("user", words(rng, rng.randrange(5, 200))))
+        text = chat_text(turns)
+        assert cache.encode(text) == full(tokenizer, text)
+        turns.append(("assistant", words(rng, rng.randrange(5, 200))))
+    assert cache.enabled and cache.reused_tokens > 3000
+
+
+def test_texts_that_diverge_anywhere_match_a_full_encode(tokenizer: Any) -> None:
+    """Edits inside a shared start, right after or inside a special token, and appended
+    text with no special token after the shared part."""
+    cache = PrefixTokenizer.for_tokenizer(tokenizer)
+    assert cache is not None
+    rng = random.Random(1)
+    base = chat_text([("system", words(rng, 500)), ("user", words(rng, 100))])
+    assert cache.encode(base) == full(tokenizer, base)
+    specials = [i for i in range(len(base)) if base.startswith("<|im_", i)]
+    points = [*specials, *(s + 3 for s in specials), *(rng.randrange(len(base)) for _ in range(20))]
+    for point in points:
+        for tail in ("", " more words", "<|im_end|>\n<|im_start|>user\nhi", "im_start|>"):
+            text = base[:point] + tail + base[point:][:50]
+            if len(text) >= prefix_tokenizer.MIN_CHARS:
+                assert cache.encode(text) == full(tokenizer, text), (point, tail)
+    assert cache.enabled
+
+
+def test_a_disagreeing_tokenizer_turns_the_cache_off(tokenizer: Any) -> None:
+    cache = PrefixTokenizer.for_tokenizer(tokenizer)
+    assert cache is not None
+    rng = random.Random(2)
+    text = chat_text([("system", words(rng, 500))])
+    cache.encode(text)
+    longer = chat_text([("system", words(rng, 500)), ("user", "hello")])
+    cache._full_encode = lambda t: [0, *full(tokenizer, t)]  # as if the rule were broken
+    assert cache.encode(longer)[0] == 0  # the full encode's answer, not the cache's
+    assert not cache.enabled
+
+
+def test_tokenizers_that_strip_or_prepend_get_no_cache() -> None:
+    byte_level = {"type": "ByteLevel", "add_prefix_space": False}
+    token = {"id": 1, "content": "<s>", "lstrip": False, "rstrip": False}
+    ok = {"pre_tokenizer": byte_level, "normalizer": None, "added_tokens": [token]}
+    assert prefix_tokenizer._splits_independently(ok)
+    stripping = {**ok, "added_tokens": [{**token, "rstrip": True}]}
+    metaspace = {**ok, "pre_tokenizer": {"type": "Metaspace", "prepend_scheme": "first"}}
+    prepend = {**ok, "normalizer": {"type": "Sequence", "normalizers": [{"type": "Prepend"}]}}
+    for spec in (stripping, metaspace, prepend):
+        assert not prefix_tokenizer._splits_independently(spec)
