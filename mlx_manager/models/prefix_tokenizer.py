@@ -86,12 +86,13 @@ class PrefixTokenizer:
         return cls(backend, added_ids, longest, full_encode)
 
     def encode(self, text: str) -> list[int]:
-        if not self.enabled or len(text) < MIN_CHARS:
-            return self._full_encode(text)
+        backend = self._backend
+        if not self.enabled or len(text) < MIN_CHARS or backend.truncation or backend.padding:
+            return self._full_encode(text)  # (truncation or padding: set by another caller)
         with self._lock:
             entries = list(self._entries)
         cut_char, cut_token, base = self._best_cut(text, entries)
-        encoding = self._backend.encode(text[cut_char:], add_special_tokens=False)
+        encoding = backend.encode(text[cut_char:], add_special_tokens=False)
         ids = base.ids[:cut_token] + list(encoding.ids) if base is not None else list(encoding.ids)
         if not self._checked(text, ids, reused=base is not None):
             return self._full_encode(text)

@@ -119,3 +119,16 @@ def test_tokenizers_that_strip_or_prepend_get_no_cache() -> None:
     prepend = {**ok, "normalizer": {"type": "Sequence", "normalizers": [{"type": "Prepend"}]}}
     for spec in (stripping, metaspace, prepend):
         assert not prefix_tokenizer._splits_independently(spec)
+
+
+def test_a_backend_left_truncating_by_another_caller_is_not_used(tokenizer: Any) -> None:
+    cache = PrefixTokenizer.for_tokenizer(tokenizer)
+    assert cache is not None
+    text = chat_text([("system", words(random.Random(3), 600))])
+    backend = tokenizer._tokenizer.backend_tokenizer
+    backend.enable_truncation(64)
+    try:
+        ids = cache.encode(text)
+    finally:
+        backend.no_truncation()
+    assert ids == full(tokenizer, text) and len(ids) > 64 and cache.enabled
