@@ -132,3 +132,25 @@ def test_a_backend_left_truncating_by_another_caller_is_not_used(tokenizer: Any)
     finally:
         backend.no_truncation()
     assert ids == full(tokenizer, text) and len(ids) > 64 and cache.enabled
+
+
+def test_random_edits_around_added_tokens_match_a_full_encode(tokenizer: Any) -> None:
+    """Added tokens anywhere (also glued to words), edits at random points: the cache's ids
+    are a full encode's. Checking is off here, so the rule itself is what is tested."""
+    cache = PrefixTokenizer.for_tokenizer(tokenizer)
+    assert cache is not None
+    cache._checks_left = 0
+    rng = random.Random(4)
+    pieces = [*WORDS, "<|im_start|>", "<|im_end|>", "<|endoftext|>", "<file_sep>", "im_end|>"]
+    compared = 0
+    for _ in range(40):
+        base = "".join(rng.choice(pieces) + rng.choice(["", " ", "\n"]) for _ in range(900))
+        cache.encode(base)
+        for _ in range(3):
+            point = rng.randrange(len(base))
+            inserted = "".join(rng.choice(pieces) for _ in range(rng.randrange(5)))
+            text = base[:point] + inserted + base[point : point + rng.randrange(300)]
+            if len(text) >= prefix_tokenizer.MIN_CHARS:
+                assert cache.encode(text) == full(tokenizer, text)
+                compared += 1
+    assert compared > 50 and cache.reused_tokens > 10_000
