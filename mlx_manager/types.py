@@ -131,6 +131,9 @@ class GenerateRequest:
     tool_choice: ToolChoice = ToolChoice()
     parallel_tool_calls: bool | None = None  # None: the client did not say
     response_format: ResponseFormat | None = None
+    # Extra variables for the chat template (vLLM's chat_template_kwargs; Anthropic's
+    # `thinking` as enable_thinking), e.g. {"enable_thinking": False} for Qwen3.
+    template_kwargs: tuple[tuple[str, Any], ...] = ()
 
     @property
     def images(self) -> tuple[ImageRef, ...]:

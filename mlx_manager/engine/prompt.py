@@ -56,7 +56,11 @@ def _chat_text(
     messages, tools = template_inputs(request, tool_format)
     try:
         return model.family.render_text(
-            model.tokenizer, messages, tools=tools, content_parts=content_parts
+            model.tokenizer,
+            messages,
+            tools=tools,
+            content_parts=content_parts,
+            extra=dict(request.template_kwargs),
         )
     except TemplateError as exc:
         raise InvalidRequest(

@@ -17,6 +17,7 @@ system-role policy, and a template for tokenizers that ship none. Decisions:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -134,20 +135,22 @@ class ChatFamily:
         add_generation_prompt: bool = True,
         tools: list[dict[str, Any]] | None = None,
         content_parts: bool = False,
+        extra: Mapping[str, Any] | None = None,
     ) -> str:
         """The chat template's text for ``messages`` (vision processors tokenize it).
 
         ``content_parts``: give the template every content as a list of parts (vision
-        templates iterate over parts to place their image tokens).
+        templates iterate over parts to place their image tokens). ``extra``: more template
+        variables (a client's chat_template_kwargs).
         """
         prepared = self.prepare_messages(messages)
+        args = (add_generation_prompt, tools, content_parts, extra)
         try:
-            return self._render(tokenizer, prepared, add_generation_prompt, tools, content_parts)
+            return self._render(tokenizer, prepared, *args)
         except TemplateError:
             if not any(m.get("role") == "system" for m in prepared):
                 raise
-            folded = fold_system_messages(prepared)
-            return self._render(tokenizer, folded, add_generation_prompt, tools, content_parts)
+            return self._render(tokenizer, fold_system_messages(prepared), *args)
 
     @property
     def fallback_template(self) -> str:
@@ -161,10 +164,11 @@ class ChatFamily:
         generation: bool,
         tools: list[dict[str, Any]] | None = None,
         content_parts: bool = False,
+        extra: Mapping[str, Any] | None = None,
     ) -> str:
         if content_parts:
             messages = [{**m, "content": as_parts(m.get("content"))} for m in messages]
-        kwargs: dict[str, Any] = {"tools": tools} if tools else {}
+        kwargs: dict[str, Any] = {**(extra or {}), **({"tools": tools} if tools else {})}
         # has_chat_template: mlx-lm's wrapper also counts its own renderers (chat_template_type).
         if tokenizer.chat_template is None and not getattr(tokenizer, "has_chat_template", False):
             kwargs["chat_template"] = self.fallback_template

@@ -25,6 +25,7 @@ from mlx_manager.protocols.anthropic_schemas import (
     ToolUseBlock,
     _PromptFields,
 )
+from mlx_manager.protocols.template_kwargs import thinking_kwargs
 from mlx_manager.types import (
     ChatMessage,
     ContentPiece,
@@ -79,6 +80,7 @@ def prompt_to_internal(
         tools=tools,
         tool_choice=choice,
         parallel_tool_calls=parallel,
+        template_kwargs=thinking_kwargs(body.thinking.type if body.thinking else None),
     )
 
 

@@ -16,6 +16,7 @@ from mlx_manager.protocols.openai_schemas import (
     TextPart,
     _SamplingFields,
 )
+from mlx_manager.protocols.template_kwargs import template_kwargs
 from mlx_manager.types import (
     ChatMessage,
     ContentPiece,
@@ -59,6 +60,7 @@ def chat_request_to_internal(body: ChatCompletionRequest, request_id: str) -> Ge
         tool_choice=_tool_choice(body.tool_choice, tools),
         parallel_tool_calls=body.parallel_tool_calls,
         response_format=_response_format(body.response_format),
+        template_kwargs=template_kwargs(body.chat_template_kwargs),
     )
 
 

@@ -74,3 +74,35 @@ def test_family_streams(family_client: openai.OpenAI, family: str) -> None:
         )
     )
     assert chunks[-1].choices[0].finish_reason in ("stop", "length")
+
+
+def test_chat_template_kwargs_and_thinking_reach_the_template(
+    family_client: openai.OpenAI, family_server: ServerProcess
+) -> None:
+    """vLLM's chat_template_kwargs (OpenAI) and Anthropic's thinking set enable_thinking. The
+    tiny Qwen template writes an empty thinking block unless it is true (mlx-lm passes false
+    for a vocabulary without <think>, as this test tokenizer's)."""
+    import httpx
+
+    hi = [{"role": "user", "content": "Hi"}]
+    args = dict(model="tiny-qwen", messages=hi, max_tokens=1, temperature=0)
+    plain = family_client.chat.completions.create(**args)  # type: ignore[call-overload]
+    on = family_client.chat.completions.create(  # type: ignore[call-overload]
+        **args, extra_body={"chat_template_kwargs": {"enable_thinking": True}}
+    )
+    assert plain.usage and on.usage and on.usage.prompt_tokens < plain.usage.prompt_tokens
+    with pytest.raises(openai.BadRequestError) as info:
+        family_client.chat.completions.create(  # type: ignore[call-overload]
+            **args, extra_body={"chat_template_kwargs": {"add_generation_prompt": False}}
+        )
+    assert info.value.body["param"] == "chat_template_kwargs"  # type: ignore[index]
+
+    def count(**extra: object) -> int:
+        body = {"model": "tiny-qwen", "messages": hi, **extra}
+        url = f"{family_server.base_url}/v1/messages/count_tokens"
+        response = httpx.post(url, json=body, timeout=30)
+        assert response.status_code == 200, response.text
+        return int(response.json()["input_tokens"])
+
+    assert count() == count(thinking={"type": "disabled"}) == plain.usage.prompt_tokens
+    assert count(thinking={"type": "enabled", "budget_tokens": 1024}) == on.usage.prompt_tokens

@@ -1,0 +1,27 @@
+"""Which chat-template variables a client may set."""
+
+from __future__ import annotations
+
+import pytest
+
+from mlx_manager.errors import InvalidRequest
+from mlx_manager.protocols.template_kwargs import template_kwargs, thinking_kwargs
+
+
+def test_client_variables_pass_sorted() -> None:
+    assert template_kwargs(None) == () and template_kwargs({}) == ()
+    given = {"reasoning_effort": "low", "enable_thinking": False}
+    assert template_kwargs(given) == (("enable_thinking", False), ("reasoning_effort", "low"))
+
+
+@pytest.mark.parametrize("name", ["messages", "tools", "add_generation_prompt", "not-a-name"])
+def test_the_servers_own_parameters_are_refused(name: str) -> None:
+    with pytest.raises(InvalidRequest) as info:
+        template_kwargs({name: 1})
+    assert info.value.param == "chat_template_kwargs" and name in info.value.message
+
+
+def test_anthropic_thinking() -> None:
+    assert thinking_kwargs("enabled") == (("enable_thinking", True),)
+    assert thinking_kwargs("disabled") == (("enable_thinking", False),)
+    assert thinking_kwargs("adaptive") == thinking_kwargs(None) == ()
