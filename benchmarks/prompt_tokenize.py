@@ -25,22 +25,7 @@ from mlx_lm.utils import load_tokenizer
 from mlx_manager.models.default_model import ensure_embedded_model
 from mlx_manager.models.prefix_tokenizer import CHECKED_ENCODES, PrefixTokenizer
 
-WORDS = [
-    "the",
-    "quick",
-    "brown",
-    "fox",
-    "jumps",
-    "over",
-    "a",
-    "lazy",
-    "dog",
-    "while",
-    "the",
-    "server",
-    "streams",
-    "tokens",
-]
+WORDS = ("a", "client", "asks", "why", "the", "server", "streams", "tokens", "so", "fast")
 
 
 def ms(start: float) -> float:
