@@ -63,27 +63,37 @@ class PrefixTokenizer:
 
     @classmethod
     def for_tokenizer(cls, tokenizer: Any) -> PrefixTokenizer | None:
-        """The cache for an mlx-lm TokenizerWrapper, or None where the rule above may not hold."""
+        """The cache for an mlx-lm TokenizerWrapper, or None where the rule above may not hold.
+        Reads the pipeline's parts, not the whole serialized tokenizer (~1 ms, not ~100)."""
         hf = getattr(tokenizer, "_tokenizer", None)
         backend = getattr(hf, "backend_tokenizer", None)
         if backend is None:
             return None
         try:
-            spec = json.loads(backend.to_str())
+            added = backend.get_added_tokens_decoder()
+            spec = {
+                "pre_tokenizer": _state(backend.pre_tokenizer),
+                "normalizer": _state(backend.normalizer),
+                "added_tokens": [
+                    {
+                        "lstrip": t.lstrip,
+                        "rstrip": t.rstrip,
+                        "single_word": t.single_word,
+                        "normalized": t.normalized,
+                    }
+                    for t in added.values()
+                ],
+            }
         except (AttributeError, ValueError):
             return None
-        if not _splits_independently(spec):
+        if not added or not _splits_independently(spec):
             return None
-        added = spec.get("added_tokens") or []
-        added_ids = frozenset(int(t["id"]) for t in added)
-        longest = max((len(t["content"]) for t in added), default=0)
-        if not added_ids or longest == 0:
-            return None
+        longest = max(len(t.content) for t in added.values())
 
         def full_encode(text: str) -> list[int]:
             return list(tokenizer.encode(text, add_special_tokens=False))
 
-        return cls(backend, added_ids, longest, full_encode)
+        return cls(backend, frozenset(added), longest, full_encode)
 
     def encode(self, text: str) -> list[int]:
         backend = self._backend
@@ -149,6 +159,11 @@ def _common_prefix_len(a: str, b: str) -> int:
         else:
             high = mid - 1
     return low
+
+
+def _state(component: Any) -> Any:
+    """A tokenizer component's own JSON (what pickling it writes), None when absent."""
+    return None if component is None else json.loads(component.__getstate__())
 
 
 def _splits_independently(spec: dict[str, Any]) -> bool:
