@@ -13,7 +13,7 @@ import contextlib
 import dataclasses
 import enum
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
 import numpy as np
@@ -245,20 +245,7 @@ class EngineClient:
             )
         config = self._engine_config
         limits = EmbeddingLimits(config.max_embedding_inputs, config.max_embedding_tokens)
-        with self._side_request():
-            return await self._embed(model_id, inputs, dimensions, truncate, limits)
-
-    async def _embed(
-        self,
-        model_id: str,
-        inputs: EmbeddingInputs,
-        dimensions: int | None,
-        truncate: bool,
-        limits: EmbeddingLimits,
-    ) -> EmbeddingResult:
-        lease = await self.pool.acquire(model_id)
-        try:
-            model = lease.model
+        async with self._side_request(model_id) as model:
             embeddings.check_request(model, inputs, dimensions, limits)
             seqs = await asyncio.to_thread(embeddings.tokenize, model, inputs, truncate, limits)
             vectors = np.zeros((len(seqs), embeddings.spec_of(model).dimensions), np.float32)
@@ -267,8 +254,6 @@ class EngineClient:
                 run = embeddings.forward_call(model, [seqs[i] for i in batch])
                 vectors[batch] = await asyncio.wrap_future(self._thread.call(run))
             return embeddings.finish(model, vectors, seqs, dimensions)
-        finally:
-            lease.release()
 
     async def transcribe(
         self, model_id: str, audio: np.ndarray, options: TranscriptionOptions
@@ -284,15 +269,7 @@ class EngineClient:
                 param="model",
                 code="model_type_mismatch",
             )
-        with self._side_request():
-            return await self._transcribe(model_id, audio, options)
-
-    async def _transcribe(
-        self, model_id: str, audio: np.ndarray, options: TranscriptionOptions
-    ) -> Transcript:
-        lease = await self.pool.acquire(model_id)
-        try:
-            model = lease.model
+        async with self._side_request(model_id) as model:
             options = dataclasses.replace(
                 options, language=speech_model.check_language(model, options.language)
             )
@@ -301,8 +278,6 @@ class EngineClient:
                 return speech_model.transcribe(model, audio, options)
 
             return await asyncio.wrap_future(self._thread.call(run))
-        finally:
-            lease.release()
 
     def pool_status(self) -> PoolStatus:
         return self.pool.status()
@@ -353,13 +328,18 @@ class EngineClient:
         if waiting >= self._engine_config.max_waiting_requests:
             raise Overloaded("too many requests are waiting; retry later", retry_after_s=1)
 
-    @contextlib.contextmanager
-    def _side_request(self) -> Iterator[None]:
-        """Admit an embedding or transcription request and count it while it runs."""
+    @contextlib.asynccontextmanager
+    async def _side_request(self, model_id: str) -> AsyncIterator[LoadedModel]:
+        """Admit an embedding or transcription request, count it and hold its model (a pool
+        lease) while it runs."""
         self._check_waiting()
         self._side_requests += 1
         try:
-            yield
+            lease = await self.pool.acquire(model_id)
+            try:
+                yield lease.model
+            finally:
+                lease.release()
         finally:
             self._side_requests -= 1
 

@@ -22,7 +22,7 @@ of free unhashed blocks, for moving a sequence's table into one run (`KVCacheMan
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 NULL_BLOCK_ID = 0
@@ -154,3 +154,11 @@ class BlockPool:
         if block.block_hash is not None:
             del self._cached[block.block_hash]
             block.block_hash = None
+
+
+def is_run(block_ids: Sequence[int], n: int) -> bool:
+    """Whether the first `n` block ids are consecutive (their slots are one contiguous range)."""
+    first = block_ids[0]
+    if block_ids[n - 1] - first != n - 1:
+        return False
+    return n < 3 or tuple(block_ids[:n]) == tuple(range(first, first + n))

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from mlx_manager.kv.block_pool import Block, BlockPool
+from mlx_manager.kv.block_pool import Block, BlockPool, is_run
 from mlx_manager.kv.hashing import block_hash
 
 
@@ -128,7 +128,9 @@ class KVCacheManager:
         do before the next forward, or None, changing nothing, when the table already is a run
         or no run of free blocks is found."""
         table = self._tables.get(seq.request_id)
-        if not table or _is_run(table) or self._no_run_at.get(seq.request_id) == len(table):
+        if not table or self._no_run_at.get(seq.request_id) == len(table):
+            return None
+        if is_run([block.block_id for block in table], len(table)):
             return None
         moved = self.pool.take_run(len(table), slack)
         if moved is None:  # the decode hot path: search again only once the table grows
@@ -198,10 +200,3 @@ class KVCacheManager:
             return None
         block = blocks[index]
         return index if block.ref_count > 1 or block.block_hash is not None else None
-
-
-def _is_run(table: list[Block]) -> bool:
-    first = table[0].block_id
-    if table[-1].block_id - first != len(table) - 1:  # the common answer, in O(1)
-        return False
-    return all(block.block_id == first + i for i, block in enumerate(table))

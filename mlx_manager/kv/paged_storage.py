@@ -26,6 +26,8 @@ from typing import Any
 import mlx.core as mx
 from mlx_lm.models.cache import KVCache, create_attention_mask, make_prompt_cache
 
+from mlx_manager.kv.block_pool import is_run
+
 
 @dataclass(frozen=True, slots=True)
 class KVLayout:
@@ -156,14 +158,6 @@ class PagedKVStorage:
 
     def views(self, meta: StepMeta) -> list[PagedLayerCache]:
         return [PagedLayerCache(self, i, meta) for i in range(self.layout.num_layers)]
-
-
-def is_run(block_ids: Sequence[int], n: int) -> bool:
-    """Whether the first `n` block ids are consecutive (their slots are one contiguous range)."""
-    first = block_ids[0]
-    if block_ids[n - 1] - first != n - 1:
-        return False
-    return n < 3 or tuple(block_ids[:n]) == tuple(range(first, first + n))
 
 
 class PagedLayerCache:
