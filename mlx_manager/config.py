@@ -2,14 +2,27 @@
 
 pydantic-settings does the env and precedence work; the CLI builds its flags from the
 field metadata here, so a flag, its env var and its config-file key can never drift apart.
+
+Each setting is written once, in `Settings`: name, type, default, bounds and description.
+A component takes only its own sub-config (`ServerConfig`, `EngineConfig`, ...), a
+`SubConfig` whose fields are all `name: T = setting()`: at class creation the marker becomes
+a copy of the Settings field's default, bounds and description, so `EngineConfig()` in a test
+gets the real defaults and nothing is retyped by hand. A component that wants another name
+says so once, `setting("source")` (a pydantic validation alias); one that wants a parsed form
+(e.g. `(id, seconds)` pairs) says so in a validator on its sub-config. `Settings.sub(Kind)`
+builds any sub-config from the settings by reading those names, so adding a setting to a
+component is one line in `Settings` plus `name: T = setting()` in the sub-config. `T` is
+restated only for the type checker; tests/test_config.py fails if it drifts from Settings'
+(a list there is a hashable tuple here; a validator marks a deliberate parse).
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -23,87 +36,7 @@ from pydantic_settings import (
 
 ENV_PREFIX = "MLX_MANAGER_"
 
-
-class ServerConfig(BaseModel):
-    """What the HTTP layer needs."""
-
-    model_config = ConfigDict(frozen=True)
-
-    host: str
-    port: int
-    max_request_bytes: int
-    log_level: str
-    api_key: str | None = None
-    model_aliases: tuple[str, ...] = ()  # NAME=MODEL_ID
-    max_audio_bytes: int = 25 * 1024 * 1024
-    max_audio_seconds: float = 1800.0
-
-
-class ModelsConfig(BaseModel):
-    """What model loading needs."""
-
-    model_config = ConfigDict(frozen=True)
-
-    models: tuple[str, ...]
-    cache_dir: Path | None
-    hub_timeout_s: float
-    context_length: int | None
-    cpu_float32_max_gb: float
-
-
-class EngineConfig(BaseModel):
-    """What the engine needs."""
-
-    model_config = ConfigDict(frozen=True)
-
-    default_max_tokens: int
-    max_waiting_requests: int
-    prefill_step_size: int
-    paged: bool
-    kv_cache_gb: float
-    block_size: int
-    max_num_seqs: int
-    max_num_batched_tokens: int
-    priority_aging_s: float
-    max_embedding_inputs: int = 2048
-    max_embedding_tokens: int = 262_144
-    max_vision_seqs: int = 4
-    gil_switch_interval_ms: float = 0.5
-
-
-class VisionConfig(BaseModel):
-    """What vision requests need: image fetching and decoding limits."""
-
-    model_config = ConfigDict(frozen=True)
-
-    image_allow_hosts: tuple[str, ...] = ()
-    image_fetch_timeout_s: float = 10.0
-    max_image_bytes: int = 20 * 1024 * 1024
-    max_image_pixels: int = 40_000_000
-    max_image_side: int = 2048
-    max_images_per_request: int = 16
-
-
-class PoolConfig(BaseModel):
-    """What the model pool needs: limits, pins, idle TTLs and where models are found."""
-
-    model_config = ConfigDict(frozen=True)
-
-    max_models: int | None = None
-    max_memory_gb: float | None = None
-    memory_limit_pct: float | None = None
-    pin: tuple[str, ...] = ()
-    keep_alive_s: float | None = None
-    model_keep_alive: tuple[tuple[str, float], ...] = ()
-    model_dirs: tuple[Path, ...] = ()
-    scan_hf_cache: bool = False
-
-    def keep_alive_for(self, model_id: str) -> float | None:
-        """Idle seconds before `model_id` is unloaded; None: never (a per-model 0 = never)."""
-        for name, seconds in self.model_keep_alive:
-            if name == model_id:
-                return seconds or None
-        return self.keep_alive_s
+C = TypeVar("C", bound="SubConfig")
 
 
 class Settings(BaseSettings):
@@ -330,65 +263,24 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown log level {value!r}")
         return level
 
+    def sub(self, kind: type[C]) -> C:
+        """The sub-config `kind`, each field read from the setting it names."""
+        return kind.model_validate(self, from_attributes=True)
+
     def server(self) -> ServerConfig:
-        return ServerConfig(
-            host=self.host,
-            port=self.port,
-            max_request_bytes=self.max_request_bytes,
-            log_level=self.log_level,
-            api_key=self.api_key,
-            model_aliases=tuple(self.model_alias),
-            max_audio_bytes=self.max_audio_bytes,
-            max_audio_seconds=self.max_audio_seconds,
-        )
+        return self.sub(ServerConfig)
 
     def models(self) -> ModelsConfig:
-        return ModelsConfig(
-            models=tuple(self.model),
-            cache_dir=self.cache_dir,
-            hub_timeout_s=self.hub_timeout_s,
-            context_length=self.context_length,
-            cpu_float32_max_gb=self.cpu_float32_max_gb,
-        )
+        return self.sub(ModelsConfig)
 
     def pool(self) -> PoolConfig:
-        return PoolConfig(
-            max_models=self.max_models,
-            max_memory_gb=self.max_memory_gb,
-            memory_limit_pct=self.memory_limit_pct,
-            pin=tuple(self.pin),
-            keep_alive_s=self.keep_alive,
-            model_keep_alive=tuple(_parse_keep_alive(item) for item in self.model_keep_alive),
-            model_dirs=tuple(Path(d).expanduser() for d in self.model_dir),
-            scan_hf_cache=self.scan_hf_cache,
-        )
+        return self.sub(PoolConfig)
 
     def vision(self) -> VisionConfig:
-        return VisionConfig(
-            image_allow_hosts=tuple(self.image_allow_hosts),
-            image_fetch_timeout_s=self.image_fetch_timeout_s,
-            max_image_bytes=self.max_image_bytes,
-            max_image_pixels=self.max_image_pixels,
-            max_image_side=self.max_image_side,
-            max_images_per_request=self.max_images_per_request,
-        )
+        return self.sub(VisionConfig)
 
     def engine(self) -> EngineConfig:
-        return EngineConfig(
-            default_max_tokens=self.default_max_tokens,
-            max_waiting_requests=self.max_waiting_requests,
-            prefill_step_size=self.prefill_step_size,
-            paged=self.paged,
-            kv_cache_gb=self.kv_cache_gb,
-            block_size=self.block_size,
-            max_num_seqs=self.max_num_seqs,
-            max_num_batched_tokens=self.max_num_batched_tokens,
-            priority_aging_s=self.priority_aging_s,
-            max_embedding_inputs=self.max_embedding_inputs,
-            max_embedding_tokens=self.max_embedding_tokens,
-            max_vision_seqs=self.max_vision_seqs,
-            gil_switch_interval_ms=self.gil_switch_interval_ms,
-        )
+        return self.sub(EngineConfig)
 
 
 def _parse_keep_alive(item: str) -> tuple[str, float]:
@@ -400,6 +292,144 @@ def _parse_keep_alive(item: str) -> tuple[str, float]:
     if not sep or not model_id or value < 0:
         raise ValueError(f"model_keep_alive entry {item!r} must be ID=SECONDS (SECONDS >= 0)")
     return model_id.strip(), value
+
+
+class _FromSettings:
+    """Marker left by `setting()` until `SubConfig` swaps in the Settings field."""
+
+    __slots__ = ("source",)
+
+    def __init__(self, source: str | None) -> None:
+        self.source = source
+
+
+def setting(source: str | None = None) -> Any:
+    """Declare a sub-config field as the Settings field `source` (default: the same name).
+
+    Typed Any so that `name: T = setting()` type-checks and makes the field optional.
+    """
+    return _FromSettings(source)
+
+
+def _field_from_settings(owner: str, name: str, source: str) -> FieldInfo:
+    """A FieldInfo with the default, bounds and description of Settings' `source`."""
+    origin = Settings.model_fields.get(source)
+    if origin is None:
+        raise TypeError(f"{owner}.{name}: Settings has no field {source!r}")
+    # Field takes a default or a factory, never both
+    default: dict[str, Any] = (
+        {"default_factory": origin.default_factory}
+        if origin.default_factory
+        else {"default": origin.default}
+    )
+    field: FieldInfo = Field(
+        **default,
+        description=origin.description,
+        validation_alias=source if source != name else None,
+    )
+    field.metadata = list(origin.metadata)  # the bounds (ge, gt, le)
+    return field
+
+
+class SubConfig(BaseModel):
+    """What one component takes from Settings; every field is `name: T = setting()`."""
+
+    # validate_default: Settings' defaults are in its form (lists, strings), ours in ours.
+    model_config = ConfigDict(frozen=True, validate_default=True, populate_by_name=True)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # Runs before pydantic collects the fields, so they are built from these FieldInfos.
+        super().__init_subclass__(**kwargs)
+        for name in inspect.get_annotations(cls):
+            marker = vars(cls).get(name)
+            if not isinstance(marker, _FromSettings):
+                raise TypeError(
+                    f"{cls.__name__}.{name}: write `= setting()`; defaults live in Settings"
+                )
+            setattr(cls, name, _field_from_settings(cls.__name__, name, marker.source or name))
+
+
+class ServerConfig(SubConfig):
+    """What the HTTP layer needs."""
+
+    host: str = setting()
+    port: int = setting()
+    max_request_bytes: int = setting()
+    log_level: str = setting()
+    api_key: str | None = setting()
+    model_aliases: tuple[str, ...] = setting("model_alias")  # NAME=MODEL_ID
+    max_audio_bytes: int = setting()
+    max_audio_seconds: float = setting()
+
+
+class ModelsConfig(SubConfig):
+    """What model loading needs."""
+
+    models: tuple[str, ...] = setting("model")
+    cache_dir: Path | None = setting()
+    hub_timeout_s: float = setting()
+    context_length: int | None = setting()
+    cpu_float32_max_gb: float = setting()
+
+
+class EngineConfig(SubConfig):
+    """What the engine needs."""
+
+    default_max_tokens: int = setting()
+    max_waiting_requests: int = setting()
+    prefill_step_size: int = setting()
+    paged: bool = setting()
+    kv_cache_gb: float = setting()
+    block_size: int = setting()
+    max_num_seqs: int = setting()
+    max_num_batched_tokens: int = setting()
+    priority_aging_s: float = setting()
+    max_embedding_inputs: int = setting()
+    max_embedding_tokens: int = setting()
+    max_vision_seqs: int = setting()
+    gil_switch_interval_ms: float = setting()
+
+
+class VisionConfig(SubConfig):
+    """What vision requests need: image fetching and decoding limits."""
+
+    image_allow_hosts: tuple[str, ...] = setting()
+    image_fetch_timeout_s: float = setting()
+    max_image_bytes: int = setting()
+    max_image_pixels: int = setting()
+    max_image_side: int = setting()
+    max_images_per_request: int = setting()
+
+
+class PoolConfig(SubConfig):
+    """What the model pool needs: limits, pins, idle TTLs and where models are found."""
+
+    max_models: int | None = setting()
+    max_memory_gb: float | None = setting()
+    memory_limit_pct: float | None = setting()
+    pin: tuple[str, ...] = setting()
+    keep_alive_s: float | None = setting("keep_alive")
+    model_keep_alive: tuple[tuple[str, float], ...] = setting()
+    model_dirs: tuple[Path, ...] = setting("model_dir")
+    scan_hf_cache: bool = setting()
+
+    @field_validator("model_keep_alive", mode="before")
+    @classmethod
+    def _parse_keep_alives(cls, value: Any) -> Any:
+        # Settings holds ID=SECONDS strings; direct construction may pass pairs already.
+        return [_parse_keep_alive(item) if isinstance(item, str) else item for item in value]
+
+    @field_validator("model_dirs")
+    @classmethod
+    def _expand_dirs(cls, value: tuple[Path, ...]) -> tuple[Path, ...]:
+        return tuple(path.expanduser() for path in value)
+
+    def keep_alive_for(self, model_id: str) -> float | None:
+        """Idle seconds before `model_id` is unloaded; None: never (a per-model 0 = never)."""
+        for name, seconds in self.model_keep_alive:
+            if name == model_id:
+                return seconds or None
+        return self.keep_alive_s
 
 
 class _FileSource(PydanticBaseSettingsSource):
