@@ -6,6 +6,7 @@ as a 500 `InternalError` without a stack trace (the trace goes to the log).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 
@@ -142,3 +143,63 @@ class ModelNotSupported(ApiError):
 class InternalError(ApiError):
     status = 500
     default_code = "internal_error"
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    """An error as plain data: how a failure crosses from the engine to the request side.
+
+    `kind` names the exception class (an `ApiError` subclass for errors meant for the client,
+    anything else for a bug); `api_error` turns it back into the error a route raises.
+    """
+
+    kind: str
+    message: str
+    code: str | None = None
+    param: str | None = None
+    anthropic_message: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def of(cls, exc: Exception) -> ErrorInfo:
+        if isinstance(exc, ApiError):
+            return cls(
+                type(exc).__name__,
+                exc.message,
+                exc.code,
+                exc.param,
+                exc.anthropic_message,
+                tuple(exc.headers.items()),
+            )
+        return cls(type(exc).__name__, str(exc), InternalError.default_code)
+
+    @property
+    def is_client_error(self) -> bool:
+        """An error meant for the client (an ApiError), not a bug."""
+        return _api_error_class(self.kind) is not None
+
+    def api_error(self) -> ApiError:
+        """The error to answer with: the ApiError itself, else a 500 naming only the kind."""
+        error_class = _api_error_class(self.kind)
+        if error_class is None:
+            return InternalError(f"generation failed: {self.kind}")
+        error = error_class.__new__(error_class)
+        ApiError.__init__(
+            error,
+            self.message,
+            param=self.param,
+            code=self.code,
+            headers=dict(self.headers),
+            anthropic_message=self.anthropic_message,
+        )
+        return error
+
+
+def _api_error_class(name: str) -> type[ApiError] | None:
+    pending: list[type[ApiError]] = [ApiError]
+    while pending:
+        cls = pending.pop()
+        if cls.__name__ == name:
+            return cls
+        pending.extend(cls.__subclasses__())
+    return None

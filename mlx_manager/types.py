@@ -7,9 +7,11 @@ between the two, so the engine never sees a protocol's JSON.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
+
+from mlx_manager.errors import ErrorInfo
 
 
 class FinishReason(enum.StrEnum):
@@ -24,12 +26,11 @@ class FinishReason(enum.StrEnum):
 class Constraint:
     """A grammar the completion must match, enforced while sampling (constrained decoding).
 
-    `grammar` is an llguidance grammar; `tokenizer` the llguidance tokenizer of the model it
-    was compiled for (set by the engine client, never by a protocol converter).
+    `grammar` is an llguidance grammar, as text: the engine thread compiles it against its
+    model's tokenizer (`models.grammar_tokenizer`).
     """
 
     grammar: str
-    tokenizer: Any = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,7 +175,7 @@ class GenerationEvent:
     logprobs: tuple[TokenLogprob, ...] = ()
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
-    error: Exception | None = field(default=None, compare=False)
+    error: ErrorInfo | None = None  # set on a failed request's last event
     stop_sequence: str | None = None  # the stop string that ended generation
     reasoning: str = ""  # thinking text, split from `text` by the output parser
     tool_calls: tuple[ToolCall, ...] = ()  # complete calls parsed from the output
@@ -182,6 +183,23 @@ class GenerationEvent:
     @property
     def finished(self) -> bool:
         return self.finish_reason is not None
+
+
+class EventStream(Protocol):
+    """One submitted request's events, whoever answers it (the local engine, an upstream).
+
+    Iterating yields its events up to the last (`finished`); leaving early, or `abort()`,
+    stops the generation.
+    """
+
+    @property
+    def prompt_tokens(self) -> int:
+        """Tokens of the prompt as the model sees it (known before the first event)."""
+        ...
+
+    def __aiter__(self) -> AsyncIterator[GenerationEvent]: ...
+
+    def abort(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,29 +15,31 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from mlx_manager.api.deps import engine_of
+from mlx_manager.api.deps import runtime_of
 
 router = APIRouter(prefix="/admin/models")
 
 
 @router.get("/status")
 async def status(request: Request) -> dict[str, Any]:
-    engine = engine_of(request)
-    pool = engine.pool_status()
-    memory = await engine.memory()
-    body = dataclasses.asdict(pool)
-    body["mlx_memory"] = dataclasses.asdict(memory)
-    body["engine_state"] = engine.state.value
+    runtime = runtime_of(request)
+    body = dataclasses.asdict(runtime.pool.status())
+    body["mlx_memory"] = dataclasses.asdict(await runtime.memory())
+    body["engine_state"] = runtime.state.value
     return body
 
 
 @router.post("/load/{model_id:path}")
 async def load(model_id: str, request: Request) -> dict[str, Any]:
-    loaded = await engine_of(request).load_model(model_id)
+    runtime = runtime_of(request)
+    runtime.lifecycle.check_started()
+    loaded = await runtime.pool.load(model_id, pin=True)
     return {"status": "loaded", "model": dataclasses.asdict(loaded)}
 
 
 @router.post("/unload/{model_id:path}")
 async def unload(model_id: str, request: Request) -> dict[str, Any]:
-    await engine_of(request).unload_model(model_id)
+    runtime = runtime_of(request)
+    runtime.lifecycle.check_started()
+    await runtime.pool.unload(model_id)
     return {"status": "unloaded", "model": model_id}

@@ -1,4 +1,4 @@
-"""The FastAPI application: middleware, error handlers, routers, and the engine's lifetime."""
+"""The FastAPI application: middleware, error handlers, routers, and the runtime's lifetime."""
 
 from __future__ import annotations
 
@@ -21,10 +21,9 @@ from mlx_manager.api.auth import ApiKeyMiddleware
 from mlx_manager.api.errors import install_error_handlers
 from mlx_manager.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from mlx_manager.config import Settings
-from mlx_manager.engine.client import EngineClient
 from mlx_manager.models.loaded import default_spec
 from mlx_manager.models.sources import parse_model_spec
-from mlx_manager.routing.aliases import AliasTable
+from mlx_manager.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -37,20 +36,18 @@ def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = EngineClient(
-            settings.engine(), settings.models(), settings.pool(), settings.vision()
-        )
-        app.state.engine = engine
-        loading = asyncio.create_task(_load(engine))
+        runtime = Runtime(settings)
+        app.state.runtime = runtime
+        loading = asyncio.create_task(_load(runtime))
         try:
             yield
         finally:
             loading.cancel()
-            await engine.stop()
+            await runtime.stop()
 
-    async def _load(engine: EngineClient) -> None:
+    async def _load(runtime: Runtime) -> None:
         try:
-            await engine.start(specs)
+            await runtime.start(specs)
         except Exception as exc:
             log.error("could not load the model(s): %s", exc)
             if on_fatal is not None:
@@ -65,7 +62,6 @@ def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None
     app.include_router(admin_routes.router)
     app.include_router(audio_routes.router)
     server = settings.server()
-    app.state.aliases = AliasTable.parse(server.model_aliases)
     # Added last = outermost: the request id also marks 401 and 413 answers.
     app.state.audio_limits = audio_routes.audio_limits(server)
     app.add_middleware(

@@ -1,7 +1,7 @@
 """OpenAI's `POST /v1/audio/transcriptions`: a multipart upload, transcribed by a speech model.
 
 The route parses the form, decodes the audio off the event loop (`services.audio`), and hands
-the samples to the engine client, which runs the model on the engine thread.
+the samples to the transcription service, which runs the model on the engine thread.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
-from mlx_manager.api.deps import engine_of, served_model
+from mlx_manager.api.deps import runtime_of
 from mlx_manager.config import ServerConfig
-from mlx_manager.models.speech_model import TranscriptionOptions, language_name
+from mlx_manager.models.speech_model import TranscriptionOptions
 from mlx_manager.protocols import openai_transcription as shape
 from mlx_manager.services.audio import AudioLimits, check_size, decode_audio
 
@@ -58,15 +58,8 @@ async def transcriptions(
         temperature=temperature,
         word_timestamps="word" in granularities,
     )
-    engine = engine_of(request)
-    transcript = await engine.transcribe(served_model(request, model), audio, options)
-    if response_format == "text":
-        return PlainTextResponse(transcript.text + "\n")
-    if response_format == "srt":
-        return PlainTextResponse(shape.srt(transcript))
-    if response_format == "vtt":
-        return PlainTextResponse(shape.vtt(transcript), media_type="text/vtt")
-    if response_format == "verbose_json":
-        name = language_name(transcript.language)
-        return JSONResponse(shape.verbose_json_body(transcript, name, granularities))
-    return JSONResponse(shape.json_body(transcript))
+    transcript = await runtime_of(request).transcription.transcribe(model, audio, options)
+    content, media_type = shape.reply_body(transcript, response_format, granularities)
+    if isinstance(content, str):
+        return PlainTextResponse(content, media_type=media_type)
+    return JSONResponse(content)

@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from mlx_manager.api.dialect import is_anthropic
 from mlx_manager.api.middleware import send_error
 from mlx_manager.errors import AuthenticationFailed
+from mlx_manager.security.principal import STATIC_KEY
 
 
 def presented_keys(scope: Scope) -> list[str]:
@@ -40,6 +41,7 @@ class ApiKeyMiddleware:
             return
         keys = presented_keys(scope)
         if any(hmac.compare_digest(key.encode(), self._key) for key in keys):
+            scope.setdefault("state", {})["principal"] = STATIC_KEY
             await self.app(scope, receive, send)
             return
         what = "missing" if not keys else "invalid"

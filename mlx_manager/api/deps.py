@@ -1,19 +1,24 @@
-"""What routes take from the app: the engine client and the model alias table."""
+"""What routes take from the app: the runtime's parts and the caller's principal."""
 
 from __future__ import annotations
 
 from fastapi import Request
 
-from mlx_manager.engine.client import EngineClient
-from mlx_manager.routing.aliases import AliasTable
+from mlx_manager.routing.service import GenerationService
+from mlx_manager.runtime import Runtime
+from mlx_manager.security.principal import ANONYMOUS, Principal
 
 
-def engine_of(request: Request) -> EngineClient:
-    client: EngineClient = request.app.state.engine
-    return client
+def runtime_of(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
 
 
-def served_model(request: Request, name: str) -> str:
-    """The served model a requested name means (aliases applied)."""
-    aliases: AliasTable = getattr(request.app.state, "aliases", AliasTable())
-    return aliases.resolve(name)
+def generation_of(request: Request) -> GenerationService:
+    return runtime_of(request).generation
+
+
+def principal_of(request: Request) -> Principal:
+    """Set by the auth middleware when credentials are configured; else the open default."""
+    principal: Principal = getattr(request.state, "principal", ANONYMOUS)
+    return principal

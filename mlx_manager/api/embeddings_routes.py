@@ -1,11 +1,11 @@
-"""OpenAI `POST /v1/embeddings`: parse, call the engine client, frame the reply."""
+"""OpenAI `POST /v1/embeddings`: parse, call the embeddings service, frame the reply."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from mlx_manager.api.deps import engine_of, served_model
+from mlx_manager.api.deps import runtime_of
 from mlx_manager.protocols.openai_embeddings import (
     EmbeddingRequest,
     embedding_response,
@@ -17,11 +17,8 @@ router = APIRouter()
 
 @router.post("/v1/embeddings", response_model=None)
 async def create_embeddings(body: EmbeddingRequest, request: Request) -> JSONResponse:
-    result = await engine_of(request).embed(
-        served_model(request, body.model),
-        inputs_of(body),
-        dimensions=body.dimensions,
-        truncate=body.truncate,
+    result = await runtime_of(request).embeddings.embed(
+        body.model, inputs_of(body), dimensions=body.dimensions, truncate=body.truncate
     )
     # JSONResponse directly: 2,048 x 1,024 floats through jsonable_encoder would cost seconds.
     return JSONResponse(

@@ -1,43 +1,60 @@
-"""Bridging request streams to HTTP: SSE framing and disconnect-aware collection."""
+"""One way every generation route answers: SSE when streamed, JSON when not, and an abort
+when the client goes away before the answer is ready."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from typing import Any
 
+from fastapi.responses import JSONResponse
 from sse_starlette.sse import EventSourceResponse, ServerSentEvent
 from starlette.requests import Request
+from starlette.responses import Response
 
-from mlx_manager.engine.client import RequestStream
-from mlx_manager.errors import ApiError, InternalError
-from mlx_manager.types import GenerationEvent
+from mlx_manager.protocols.replies import Payload, Reply
+from mlx_manager.types import EventStream, GenerationEvent
 
 PING_SECONDS = 15
+# 499 (client closed request) for the log; nobody receives it.
+CLIENT_CLOSED = 499
 
 
 class ClientDisconnected(Exception):
     """The caller went away before the answer was ready; its generation was aborted."""
 
 
-def sse_response(chunks: AsyncIterator[dict[str, Any] | str]) -> EventSourceResponse:
-    """OpenAI-style SSE: `data: <json>` per chunk (strings are sent as they are)."""
+async def reply(
+    request: Request, stream: EventStream, shape: Reply, streaming: bool | None
+) -> Response:
+    """The HTTP answer to a submitted generation, shaped by its API's `Reply`."""
+    if streaming:
+        return sse_response(shape.stream(aiter(stream)), shape.named_events)
+    try:
+        events = await collect(request, stream)
+    except ClientDisconnected:
+        return Response(status_code=CLIENT_CLOSED)
+    # JSONResponse directly: no jsonable_encoder pass over an already plain body.
+    return JSONResponse(shape.body(events))
 
-    async def frames() -> AsyncIterator[dict[str, str]]:
-        async for chunk in chunks:
-            data = chunk if isinstance(chunk, str) else json.dumps(chunk, ensure_ascii=False)
-            yield {"data": data}
 
-    return EventSourceResponse(frames(), ping=PING_SECONDS)
-
-
-def anthropic_sse_response(events: AsyncIterator[dict[str, Any]]) -> EventSourceResponse:
-    """Anthropic-style SSE: `event: <type>` + `data: <json>`, and `ping` events meanwhile."""
+def sse_response(payloads: AsyncIterator[Payload], named_events: bool) -> EventSourceResponse:
+    """OpenAI-style SSE (`data: <json>` per payload; strings sent as they are) or, with
+    `named_events`, Anthropic-style (`event: <type>` + `data: <json>`, `ping` events)."""
 
     async def frames() -> AsyncIterator[ServerSentEvent]:
-        async for event in events:
-            yield ServerSentEvent(json.dumps(event, ensure_ascii=False), event=event["type"])
+        async for payload in payloads:
+            if isinstance(payload, str):
+                yield ServerSentEvent(payload)
+            elif named_events:
+                yield ServerSentEvent(
+                    json.dumps(payload, ensure_ascii=False), event=payload["type"]
+                )
+            else:
+                yield ServerSentEvent(json.dumps(payload, ensure_ascii=False))
+
+    if not named_events:
+        return EventSourceResponse(frames(), ping=PING_SECONDS)
 
     def ping() -> ServerSentEvent:
         return ServerSentEvent(json.dumps({"type": "ping"}), event="ping")
@@ -45,7 +62,7 @@ def anthropic_sse_response(events: AsyncIterator[dict[str, Any]]) -> EventSource
     return EventSourceResponse(frames(), ping=PING_SECONDS, ping_message_factory=ping)
 
 
-async def collect(request: Request, stream: RequestStream) -> list[GenerationEvent]:
+async def collect(request: Request, stream: EventStream) -> list[GenerationEvent]:
     """All events of a non-streamed request; aborts it if the client disconnects meanwhile."""
     events: list[GenerationEvent] = []
 
@@ -66,10 +83,3 @@ async def collect(request: Request, stream: RequestStream) -> list[GenerationEve
     finally:
         if not task.done():
             task.cancel()
-
-
-def raise_if_failed(event: GenerationEvent) -> None:
-    if isinstance(event.error, ApiError):
-        raise event.error
-    if event.error is not None:
-        raise InternalError(f"generation failed: {type(event.error).__name__}")

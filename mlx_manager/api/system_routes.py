@@ -8,22 +8,22 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from mlx_manager.api.deps import engine_of
-from mlx_manager.engine.client import EngineState
+from mlx_manager.api.deps import runtime_of
+from mlx_manager.frontend.lifecycle import EngineState
 
 router = APIRouter()
 
 
 @router.get("/health")
 async def health(request: Request) -> JSONResponse:
-    engine = engine_of(request)
+    runtime = runtime_of(request)
     body: dict[str, Any] = {
-        "status": engine.state.value,
-        "models": [info.model_id for info in engine.model_infos() if info.loaded],
+        "status": runtime.state.value,
+        "models": [info.model_id for info in runtime.model_infos() if info.loaded],
     }
-    if engine.load_error:
-        body["error"] = engine.load_error
-    status = 200 if engine.state is EngineState.READY else 503
+    if runtime.load_error:
+        body["error"] = runtime.load_error
+    status = 200 if runtime.state is EngineState.READY else 503
     return JSONResponse(
         body, status_code=status, headers={} if status == 200 else {"Retry-After": "2"}
     )
@@ -31,4 +31,4 @@ async def health(request: Request) -> JSONResponse:
 
 @router.get("/v1/queue/stats")
 async def queue_stats(request: Request) -> dict[str, Any]:
-    return dataclasses.asdict(engine_of(request).snapshot())
+    return dataclasses.asdict(runtime_of(request).snapshot())

@@ -21,11 +21,11 @@ from mlx_manager.config import EngineConfig
 from mlx_manager.engine.paged_engine import PagedModelEngine
 from mlx_manager.engine.request import EngineRequest
 from mlx_manager.engine.serial_engine import SerialModelEngine
-from mlx_manager.errors import ApiError, InternalError
+from mlx_manager.engine.vision_runner import VisionRunner
+from mlx_manager.errors import ApiError, ErrorInfo, InternalError
 from mlx_manager.kv.paged_storage import probe_kv_layout
 from mlx_manager.models.detection import ModelType
 from mlx_manager.models.loaded import LoadedModel
-from mlx_manager.models.vision_model import VisionRunner
 from mlx_manager.types import FinishReason, GenerationEvent
 
 log = logging.getLogger(__name__)
@@ -186,7 +186,9 @@ class EngineCore:
             self._recent.append((time.monotonic(), count))
 
     def _fail(self, request_id: str, error: Exception) -> None:
-        self._emit(GenerationEvent(request_id, finish_reason=FinishReason.ERROR, error=error))
+        self._emit(
+            GenerationEvent(request_id, finish_reason=FinishReason.ERROR, error=ErrorInfo.of(error))
+        )
 
     def _recent_rate(self, window_s: float = 10.0) -> float:
         now = time.monotonic()

@@ -1,9 +1,10 @@
 """The engine thread: the only thread that touches MLX.
 
-Everything reaches it as a message on one queue (submit, abort, a callable to run such as a
-model load); between messages it steps the core. Events leave through per-request
-subscribers; all events of one step cross to the event loop in a single thread-safe call, so
-a batch of 64 streams costs one wake-up of the asyncio side rather than 64.
+Everything reaches it as a message on one queue (submit, abort, or a typed command such as a
+model load, answered through a future); between messages it steps the core. Events leave
+through per-request subscribers; all events of one step cross to the event loop in a single
+thread-safe call, so a batch of 64 streams costs one wake-up of the asyncio side rather than
+64.
 """
 
 from __future__ import annotations
@@ -15,18 +16,21 @@ import queue
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from mlx_manager.config import EngineConfig
+from mlx_manager.engine.command_handler import CommandHandler
+from mlx_manager.engine.commands import Command
 from mlx_manager.engine.core import EngineCore, EngineSnapshot
 from mlx_manager.engine.gil_handoff import SwitchInterval
 from mlx_manager.engine.request import EngineRequest
 from mlx_manager.types import GenerationEvent
 
 log = logging.getLogger(__name__)
+
+R = TypeVar("R")
 
 
 class Subscriber(Protocol):
@@ -49,8 +53,8 @@ class _Abort:
 
 
 @dataclass(frozen=True, slots=True)
-class _Call:
-    fn: Callable[[EngineCore], Any]
+class _Execute:
+    command: Command[Any]
     future: Future[Any]
 
 
@@ -64,6 +68,7 @@ class EngineThread:
         self._subscribers: dict[str, Subscriber] = {}
         self._outbox: list[tuple[Subscriber, GenerationEvent]] = []
         self._core = EngineCore(config, self._dispatch)
+        self._commands = CommandHandler(self._core)
         self._thread = threading.Thread(target=self._run, name="mlx-engine", daemon=True)
         self._snapshot = self._core.snapshot()
         self._snapshot_at = time.monotonic()
@@ -82,10 +87,10 @@ class EngineThread:
     def abort(self, request_id: str) -> None:
         self._inbox.put(_Abort(request_id))
 
-    def call(self, fn: Callable[[EngineCore], Any]) -> Future[Any]:
-        """Run `fn(core)` on the engine thread (model loads, anything touching MLX)."""
-        future: Future[Any] = Future()
-        self._inbox.put(_Call(fn, future))
+    def execute(self, command: Command[R]) -> Future[R]:
+        """Run `command` on the engine thread (model loads, anything touching MLX)."""
+        future: Future[R] = Future()
+        self._inbox.put(_Execute(command, future))
         return future
 
     def snapshot(self) -> EngineSnapshot:
@@ -134,11 +139,11 @@ class EngineThread:
             self._core.add_request(message.request)
         elif isinstance(message, _Abort):
             self._core.abort(message.request_id)
-        elif isinstance(message, _Call):
+        elif isinstance(message, _Execute):
             if not message.future.set_running_or_notify_cancel():
                 return
             try:
-                message.future.set_result(message.fn(self._core))
+                message.future.set_result(self._commands.handle(message.command))
             except BaseException as exc:
                 message.future.set_exception(exc)
 

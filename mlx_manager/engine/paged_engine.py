@@ -1,9 +1,10 @@
 """Continuous batching on a paged KV cache for one model.
 
 Each step: the scheduler picks who runs and how many tokens (decodes, prefill chunks,
-preemptions, copy-on-write), the batch runner does the forward passes and sampling on the
-paged storage, the scheduler books the progress, and each request's output builder turns
-its new token into text events (stop tokens and strings, logprobs, usage).
+preemptions, copy-on-write) and books the step as launched, the batch runner does the forward
+passes and sampling on the paged storage, `Scheduler.update` brings the sampled tokens, and
+each request's output builder turns its new token into text events (stop tokens and strings,
+logprobs, usage).
 """
 
 from __future__ import annotations
@@ -15,14 +16,16 @@ from dataclasses import dataclass
 from mlx_manager.config import EngineConfig
 from mlx_manager.engine.output import OutputBuilder
 from mlx_manager.engine.request import EngineRequest
-from mlx_manager.engine.scheduler import Scheduler, SchedulerConfig, SchedulerOutput
+from mlx_manager.engine.scheduler import Scheduler, SchedulerConfig
 from mlx_manager.engine.sequence import Sequence, SequenceStatus
-from mlx_manager.errors import InvalidRequest
+from mlx_manager.errors import ErrorInfo, InvalidRequest
 from mlx_manager.kv.manager import KVCacheManager
 from mlx_manager.kv.paged_storage import KVLayout, PagedKVStorage
+from mlx_manager.models.grammar_tokenizer import grammar_tokenizer_for
 from mlx_manager.models.loaded import LoadedModel
-from mlx_manager.runner.batch_runner import PENDING_TOKEN, BatchRunner, Launched
+from mlx_manager.runner.batch_runner import BatchRunner, Launched
 from mlx_manager.runner.request_sampler import RequestSampler
+from mlx_manager.runner.step_plan import SchedulerOutput
 from mlx_manager.types import FinishReason, GenerationEvent
 
 log = logging.getLogger(__name__)
@@ -30,8 +33,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(slots=True)
 class _InFlight:
+    output: SchedulerOutput[Sequence]  # the step, booked by `schedule()`
     launched: Launched
-    placeholders: list[tuple[Sequence, int]]
 
 
 @dataclass(slots=True)
@@ -94,7 +97,9 @@ class PagedModelEngine:
         output = OutputBuilder(request, self._model.tokenizer, self._model.stop_token_ids)
         seq.payload = _RequestState(request, output)
         self._samplers[request.request_id] = RequestSampler(
-            request.sampling, len(self._model.tokenizer)
+            request.sampling,
+            len(self._model.tokenizer),
+            grammar_tokenizer_for(self._model, request.sampling),
         )
 
     def abort(self, request_id: str) -> GenerationEvent | None:
@@ -116,7 +121,7 @@ class PagedModelEngine:
         finished before the next one is built: building it (several ms for a deep model)
         would delay those first tokens, and there is no running stream to keep fed.
         """
-        if self._inflight is not None and _first_tokens_only(self._inflight):
+        if self._inflight is not None and _first_tokens_only(self._inflight.output):
             first = self._finish_step(self._inflight)
             self._inflight = None
             return first
@@ -134,13 +139,12 @@ class PagedModelEngine:
         except Exception as exc:  # a failing forward pass fails this step's requests only
             log.exception("forward pass failed")
             return events + self._fail(output, exc)
-        placeholders = self.scheduler.advance(output, PENDING_TOKEN)
         if self._inflight is not None:
             events += self._finish_step(self._inflight)
-        self._inflight = _InFlight(launched, placeholders)
+        self._inflight = _InFlight(output, launched)
         return events
 
-    def _needs_history(self, output: SchedulerOutput) -> bool:
+    def _needs_history(self, output: SchedulerOutput[Sequence]) -> bool:
         """Logits processors (penalties, bias) read the sampled history's values."""
         samplers = self._samplers
         return any(
@@ -153,17 +157,15 @@ class PagedModelEngine:
             results = self.runner.collect(inflight.launched, self._samplers)
         except Exception as exc:
             log.exception("forward pass failed")
-            return self._fail_sequences([seq for seq, _ in inflight.placeholders], exc)
+            return self._fail(inflight.output, exc)
         self.generated_tokens += len(results)
+        sampled = {request_id: result.token for request_id, result in results.items()}
         events: list[GenerationEvent] = []
-        for seq, index in inflight.placeholders:
-            result = results[seq.request_id]
-            self.scheduler.resolve(seq, index, result.token)
-            if seq.status is SequenceStatus.FINISHED:
-                continue  # ended or aborted meanwhile: a surplus token
+        # Sequences that ended or were aborted meanwhile are not given their surplus token.
+        for seq in self.scheduler.update(inflight.output, sampled):
             state = self._state(seq)
             state.output.cached_tokens = seq.num_cached_tokens
-            event = state.output.add(result)
+            event = state.output.add(results[seq.request_id])
             if event is None:
                 continue
             if event.finished:
@@ -178,7 +180,7 @@ class PagedModelEngine:
             self.scheduler.abort(seq.request_id)
         self._samplers.pop(seq.request_id, None)
 
-    def _fail(self, output: SchedulerOutput, exc: Exception) -> list[GenerationEvent]:
+    def _fail(self, output: SchedulerOutput[Sequence], exc: Exception) -> list[GenerationEvent]:
         return self._fail_sequences([chunk.seq for chunk in output.chunks], exc)
 
     def _fail_sequences(self, seqs: list[Sequence], exc: Exception) -> list[GenerationEvent]:
@@ -190,7 +192,10 @@ class PagedModelEngine:
                 usage = self._state(seq).output.finish(FinishReason.ERROR).usage
                 events.append(
                     GenerationEvent(
-                        seq.request_id, finish_reason=FinishReason.ERROR, usage=usage, error=exc
+                        seq.request_id,
+                        finish_reason=FinishReason.ERROR,
+                        usage=usage,
+                        error=ErrorInfo.of(exc),
                     )
                 )
         return events
@@ -201,6 +206,12 @@ class PagedModelEngine:
         return state
 
 
-def _first_tokens_only(inflight: _InFlight) -> bool:
+def _first_tokens_only(output: SchedulerOutput[Sequence]) -> bool:
     """Whether every token a step samples is its sequence's first output token."""
-    return bool(inflight.placeholders) and all(i == 0 for _, i in inflight.placeholders)
+    sampled = False
+    for chunk in output.chunks:
+        if chunk.samples:
+            if chunk.start + chunk.num_tokens != chunk.seq.num_prompt_tokens:
+                return False
+            sampled = True
+    return sampled

@@ -15,6 +15,12 @@ never preempt each other back and forth. Ties go to the earlier arrival.
 
 A sequence decoding alone is moved into one run of blocks when it is not in one
 (`KVCacheManager.compact`): the runner then reads its K/V as slices instead of gathering them.
+
+Step bookkeeping, one path (vLLM v1's): `schedule()` books the step as launched (computed tokens
+advance; each sampling sequence gains an in-flight token, a count, never a stand-in value) and
+`update(output, sampled)` is the only way sampled values arrive. The pipelined engine schedules
+step k before it updates step k-1, so a decode's input may be the token still in flight: the
+chunk says so (`input_inflight`) and the runner takes it from the device.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from dataclasses import dataclass, field
 
 from mlx_manager.engine.sequence import Sequence, SequenceStatus
 from mlx_manager.kv.manager import KVCacheManager
+from mlx_manager.runner.step_plan import ScheduledChunk, SchedulerOutput
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,26 +48,6 @@ class SchedulerConfig:
         if self.max_num_batched_tokens < self.max_num_seqs:
             # Otherwise running decodes could miss a step.
             raise ValueError("max_num_batched_tokens must be at least max_num_seqs")
-
-
-@dataclass(frozen=True, slots=True)
-class ScheduledChunk:
-    seq: Sequence
-    start: int  # == seq.num_computed_tokens when scheduled
-    num_tokens: int  # tokens to compute this step: seq.all_ids[start:start + num_tokens]
-    block_ids: tuple[int, ...]  # the sequence's full block table after allocation
-    samples: bool  # start + num_tokens == seq.num_tokens: sample its next token
-
-
-@dataclass(frozen=True, slots=True)
-class SchedulerOutput:
-    chunks: tuple[ScheduledChunk, ...]  # one-token chunks (decodes) first, then prefill chunks
-    copies: tuple[tuple[int, int], ...]  # (src, dst) block copies to do, in order, before forward
-    preempted: tuple[Sequence, ...]  # sequences sent back to waiting this step
-
-    @property
-    def is_empty(self) -> bool:
-        return not self.chunks
 
 
 def priority_key(seq: Sequence, now: float, aging_s: float) -> tuple[int, float]:
@@ -136,13 +123,15 @@ class Scheduler:
         self.kv.free(seq)
         seq.status = SequenceStatus.FINISHED
 
-    def schedule(self) -> SchedulerOutput:
+    def schedule(self) -> SchedulerOutput[Sequence]:
+        """Plan the next step and book it as launched (a scheduled step is always launched; the
+        engine aborts the sequences of one that fails): see `_launch`."""
         step = _Step(budget=self.config.max_num_batched_tokens, now=self._clock())
         self._schedule_running(step)
         if not step.preempted:  # as vLLM: no admissions in a step short of blocks
             self._admit_waiting(step)
         self._compact_lone_decode(step)
-        return self._output(step)
+        return self._launch(step)
 
     def _compact_lone_decode(self, step: _Step) -> None:
         """A sequence decoding alone is read as slices when its blocks are one run of ids:
@@ -157,37 +146,30 @@ class Scheduler:
         if moved:
             step.scheduled[seq] = (num_tokens, moved)
 
-    def update(self, output: SchedulerOutput, sampled: Mapping[str, int]) -> None:
-        """Record a finished step: computed tokens, sampled tokens, newly full cached blocks."""
+    def update(
+        self, output: SchedulerOutput[Sequence], sampled: Mapping[str, int]
+    ) -> list[Sequence]:
+        """Record a step the runner has finished; steps are updated in the order scheduled.
+
+        Each sampling sequence's token value (`sampled`, by request id) arrives: it is appended
+        and the sequence's in-flight count drops by one. The blocks the step filled are
+        registered in the prefix cache. Returns the sequences given a token: a sequence finished
+        or aborted since the schedule gets none (a surplus token, dropped), a preempted one does.
+        """
+        received: list[Sequence] = []
+        cache_full_blocks = self.kv.cache_full_blocks
         for chunk in output.chunks:
             seq = chunk.seq
-            if seq.status is not SequenceStatus.RUNNING:
-                continue  # finished or aborted after the schedule
-            seq.num_computed_tokens += chunk.num_tokens
+            status = seq.status
+            if status is SequenceStatus.FINISHED:
+                continue
             if chunk.samples:
                 seq.append_token(sampled[seq.request_id])
-            self.kv.cache_full_blocks(seq)
-
-    def advance(self, output: SchedulerOutput, placeholder: int) -> list[tuple[Sequence, int]]:
-        """Book a launched step before its sampled values are known (pipelined engine): the
-        computed tokens advance and each sampling sequence gets `placeholder` as its next
-        token. Returns (sequence, output index) of each placeholder, for `resolve`."""
-        pending: list[tuple[Sequence, int]] = []
-        for chunk in output.chunks:
-            seq = chunk.seq
-            if seq.status is not SequenceStatus.RUNNING:
-                continue
-            seq.num_computed_tokens += chunk.num_tokens
-            if chunk.samples:
-                pending.append((seq, seq.num_output_tokens))
-                seq.append_token(placeholder)
-        return pending
-
-    def resolve(self, seq: Sequence, output_index: int, token_id: int) -> None:
-        """The value of a placeholder token arrived; newly full blocks can now be hashed."""
-        seq.set_output_token(output_index, token_id)
-        if seq.status is SequenceStatus.RUNNING:
-            self.kv.cache_full_blocks(seq)
+                seq.num_inflight_tokens -= 1
+                received.append(seq)
+            if status is SequenceStatus.RUNNING:
+                cache_full_blocks(seq, chunk.start + chunk.num_tokens)
+        return received
 
     def _key(self, seq: Sequence, now: float) -> tuple[int, float]:
         return priority_key(seq, now, self.config.aging_s)
@@ -204,7 +186,8 @@ class Scheduler:
             if (
                 seq.status is SequenceStatus.RUNNING
                 and seq.num_uncomputed_tokens > 0
-                and seq.num_output_tokens < seq.max_tokens  # else done, awaiting its last token
+                # else done, awaiting its last token
+                and seq.num_output_tokens + seq.num_inflight_tokens < seq.max_tokens
             ):
                 self._allocate_running(seq, step)
 
@@ -228,6 +211,8 @@ class Scheduler:
                 return
             if step.victim_key is not None and self._key(seq, step.now) >= step.victim_key:
                 return  # nobody worse than a sequence preempted for priority gets in now
+            if seq.num_inflight_tokens:
+                return  # preempted before its last token arrived: it resumes once it has
             if not self._try_admit(seq, step):
                 return  # head of line: a later, lower-priority sequence must not jump ahead
 
@@ -261,7 +246,8 @@ class Scheduler:
         return worst if self._key(seq, now)[0] < self._key(worst, now)[0] else None
 
     def _preempt(self, seq: Sequence, step: _Step) -> None:
-        """Send a running `seq` back to waiting; it will recompute from scratch."""
+        """Send a running `seq` back to waiting; it will recompute from scratch. A token still
+        in flight stays counted: its value arrives through `update` as usual."""
         del self._running[seq.request_id]
         if seq in step.scheduled:  # already given tokens this step: take them back
             step.budget += step.scheduled.pop(seq)[0]
@@ -272,17 +258,22 @@ class Scheduler:
         self._waiting[seq.request_id] = seq
         step.preempted.append(seq)
 
-    def _output(self, step: _Step) -> SchedulerOutput:
-        chunks = [
-            ScheduledChunk(
-                seq=seq,
-                start=seq.num_computed_tokens,
-                num_tokens=num_tokens,
-                block_ids=tuple(self.kv.block_ids(seq)),
-                samples=seq.num_computed_tokens + num_tokens == seq.num_tokens,
-            )
-            for seq, (num_tokens, _) in step.scheduled.items()
-        ]
+    def _launch(self, step: _Step) -> SchedulerOutput[Sequence]:
+        """The step's chunks, booked as launched: each sequence's computed tokens advance by
+        its chunk, and a chunk that reaches the sequence's end (an in-flight token counted)
+        samples, adding one in-flight token. A chunk whose last input is still in flight (the
+        previous step's sample) is marked so: the runner feeds it from the device."""
+        chunks = []
+        for seq, (num_tokens, _) in step.scheduled.items():
+            start = seq.num_computed_tokens
+            end = start + num_tokens
+            known = seq.num_tokens
+            samples = end == known + seq.num_inflight_tokens
+            block_ids = tuple(self.kv.block_ids(seq))
+            chunks.append(ScheduledChunk(seq, start, num_tokens, block_ids, samples, end > known))
+            seq.num_computed_tokens = end
+            if samples:
+                seq.num_inflight_tokens += 1
         chunks.sort(key=lambda c: c.num_tokens != 1)  # stable: decodes first
         copies = tuple(pair for _, pair_list in step.scheduled.values() for pair in pair_list)
         return SchedulerOutput(tuple(chunks), copies, tuple(step.preempted))

@@ -4,6 +4,12 @@ The scheduler and the KV manager read and advance it; the engine keeps its own p
 in `payload`. Token ids live in one growing list (`token_ids`) so that `all_ids` costs nothing
 per step; `output_ids` is kept alongside for the engine's convenience. Grow both only through
 `append_token`.
+
+Both lists hold known values only. A step samples a token on the device, and the next step may
+be launched before its value reaches the host (the pipelined engine): such a token is counted in
+`num_inflight_tokens` (vLLM v1's output placeholders), never stored as a stand-in value. The
+scheduler adds one when it schedules a step that samples; `Scheduler.update` appends the value
+and takes it off. The sequence's length is `num_tokens + num_inflight_tokens`.
 """
 
 from __future__ import annotations
@@ -28,7 +34,10 @@ class Sequence:
     priority: int = 0  # lower runs first (vLLM's convention)
     arrival: float = field(default_factory=time.monotonic)
     output_ids: list[int] = field(default_factory=list)
-    num_computed_tokens: int = 0  # tokens whose K/V are in the cache
+    # Positions whose K/V are in the cache or written by a scheduled (launched) step; may count
+    # the position of an in-flight token, fed to the model straight from the device.
+    num_computed_tokens: int = 0
+    num_inflight_tokens: int = 0  # sampled by a scheduled step, value not on the host yet
     num_cached_tokens: int = 0  # prompt tokens served by the prefix cache at first admission
     num_preemptions: int = 0
     status: SequenceStatus = SequenceStatus.WAITING
@@ -40,11 +49,12 @@ class Sequence:
 
     @property
     def all_ids(self) -> list[int]:
-        """Prompt then output ids. The live list: read it, never mutate it."""
+        """Prompt then output ids, known values only. The live list: read it, never mutate it."""
         return self.token_ids
 
     @property
     def num_tokens(self) -> int:
+        """Tokens whose values are known (in-flight ones not counted)."""
         return len(self.token_ids)
 
     @property
@@ -57,13 +67,9 @@ class Sequence:
 
     @property
     def num_uncomputed_tokens(self) -> int:
-        return len(self.token_ids) - self.num_computed_tokens
+        """Positions still to compute, an in-flight token's included."""
+        return len(self.token_ids) + self.num_inflight_tokens - self.num_computed_tokens
 
     def append_token(self, token_id: int) -> None:
         self.output_ids.append(token_id)
         self.token_ids.append(token_id)
-
-    def set_output_token(self, output_index: int, token_id: int) -> None:
-        """Fill in a token appended as a placeholder before its value was known."""
-        self.output_ids[output_index] = token_id
-        self.token_ids[len(self.prompt_ids) + output_index] = token_id

@@ -18,6 +18,8 @@ from typing import Protocol
 
 from mlx_manager.engine.output import OutputBuilder
 from mlx_manager.engine.request import EngineRequest
+from mlx_manager.errors import ErrorInfo
+from mlx_manager.models.grammar_tokenizer import grammar_tokenizer_for
 from mlx_manager.models.loaded import LoadedModel
 from mlx_manager.runner.generation import SequenceRunner, StepOutput
 from mlx_manager.types import FinishReason, GenerationEvent
@@ -64,6 +66,7 @@ class SerialModelEngine:
                 request.sampling,
                 request.max_tokens,
                 prefill_step_size,
+                grammar_tokenizer_for(self._model, request.sampling),
             )
 
         return make
@@ -113,7 +116,10 @@ class SerialModelEngine:
             failed = active.output.finish(FinishReason.ERROR)
             self._close(active)
             return GenerationEvent(
-                failed.request_id, finish_reason=FinishReason.ERROR, usage=failed.usage, error=exc
+                failed.request_id,
+                finish_reason=FinishReason.ERROR,
+                usage=failed.usage,
+                error=ErrorInfo.of(exc),
             )
         if step is None:
             event = active.output.finish(FinishReason.LENGTH)

@@ -14,41 +14,28 @@ max_tokens runs out.
 from __future__ import annotations
 
 import json
-import weakref
 from typing import Any
 
-import llguidance.hf
 from llguidance import LLMatcher, LLTokenizer
 
 from mlx_manager.errors import InvalidRequest, UnsupportedParameter
-from mlx_manager.models.loaded import LoadedModel
+from mlx_manager.models.card import ModelCard
+from mlx_manager.models.grammar_tokenizer import grammar_tokenizer
 from mlx_manager.models.tool_formats import HERMES, LLAMA3_JSON, MISTRAL, ToolFormat
 from mlx_manager.types import Constraint, GenerateRequest, ToolChoiceMode, ToolSpec
 
 _COMPACT = {"whitespace_flexible": False}
 _SCHEMA_MAPS = ("properties", "$defs", "definitions", "patternProperties")
 _SCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
-_TOKENIZERS: weakref.WeakKeyDictionary[Any, LLTokenizer] = weakref.WeakKeyDictionary()
 
 
-def llg_tokenizer(model: LoadedModel) -> LLTokenizer:
+def llg_tokenizer(model: ModelCard) -> LLTokenizer:
     """The model's llguidance tokenizer (built once per model, about a second)."""
-    cached = _TOKENIZERS.get(model.tokenizer)
-    if cached is None:
-        hf = getattr(model.tokenizer, "_tokenizer", model.tokenizer)
-        try:
-            cached = llguidance.hf.from_tokenizer(hf, eos_token=sorted(model.stop_token_ids))
-        except ValueError as exc:  # a slow (Python-only) tokenizer
-            raise UnsupportedParameter(
-                f"constrained decoding is not available for this model's tokenizer: {exc}",
-                param="response_format",
-            ) from exc
-        _TOKENIZERS[model.tokenizer] = cached
-    return cached
+    return grammar_tokenizer(model.tokenizer, model.stop_token_ids)
 
 
 def build_constraint(
-    model: LoadedModel, request: GenerateRequest, fmt: ToolFormat | None
+    model: ModelCard, request: GenerateRequest, fmt: ToolFormat | None
 ) -> Constraint | None:
     """The grammar this request must follow, or None; a 400 if it cannot be enforced."""
     lark, param = _lark(model, request, fmt)
@@ -59,11 +46,11 @@ def build_constraint(
     error = LLMatcher.validate_grammar(grammar, tokenizer)
     if error:
         raise InvalidRequest(f"cannot enforce this {param}: {error}", param=param)
-    return Constraint(grammar, tokenizer)
+    return Constraint(grammar)
 
 
 def _lark(
-    model: LoadedModel, request: GenerateRequest, fmt: ToolFormat | None
+    model: ModelCard, request: GenerateRequest, fmt: ToolFormat | None
 ) -> tuple[str | None, str]:
     mode = request.tool_choice.mode
     forced = request.tools and mode in (ToolChoiceMode.REQUIRED, ToolChoiceMode.NAMED)
@@ -135,7 +122,7 @@ def _call_schema(tools: list[ToolSpec], args_key: str) -> dict[str, Any]:
     return options[0] if len(options) == 1 else {"anyOf": options}
 
 
-def _calls_rule(model: LoadedModel, request: GenerateRequest, fmt: ToolFormat) -> str:
+def _calls_rule(model: ModelCard, request: GenerateRequest, fmt: ToolFormat) -> str:
     tools = _chosen_tools(request)
     # One forced call unless the client asked for parallel calls: a small model would
     # otherwise repeat calls until max_tokens.
@@ -166,7 +153,7 @@ def _esc(text: str) -> str:
     return json.dumps(text)[1:-1]
 
 
-def _token_literal(model: LoadedModel, text: str) -> str:
+def _token_literal(model: ModelCard, text: str) -> str:
     """A marker as Lark: a special token by id (text cannot match it), else a string."""
     token_id = model.tokenizer.get_vocab().get(text)
     if token_id is not None and llg_tokenizer(model).is_special_token(token_id):

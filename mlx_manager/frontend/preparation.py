@@ -9,10 +9,10 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from mlx_manager.engine.constraints import build_constraint
-from mlx_manager.engine.output_parser import OutputParser
-from mlx_manager.engine.prompt import prompt_ids_for
-from mlx_manager.models.loaded import LoadedModel
+from mlx_manager.frontend.constraints import build_constraint
+from mlx_manager.frontend.output_parser import OutputParser
+from mlx_manager.frontend.prompt import prompt_ids_for
+from mlx_manager.models.card import ModelCard
 from mlx_manager.models.tool_formats import ToolFormat, tool_format_for
 from mlx_manager.types import GenerateRequest, SamplingParams, ToolChoiceMode
 
@@ -24,7 +24,7 @@ class PreparedRequest:
     parser: OutputParser | None
 
 
-def tool_format_of(model: LoadedModel, request: GenerateRequest) -> ToolFormat | None:
+def tool_format_of(model: ModelCard, request: GenerateRequest) -> ToolFormat | None:
     uses_tools = bool(request.tools) or any(
         m.tool_calls or m.role == "tool" for m in request.messages or ()
     )
@@ -34,7 +34,7 @@ def tool_format_of(model: LoadedModel, request: GenerateRequest) -> ToolFormat |
 
 
 def prepare(
-    model: LoadedModel, request: GenerateRequest, prompt_ids: list[int] | None = None
+    model: ModelCard, request: GenerateRequest, prompt_ids: list[int] | None = None
 ) -> PreparedRequest:
     """`prompt_ids`: already tokenized (vision processors do it); else rendered here."""
     fmt = tool_format_of(model, request)
@@ -49,7 +49,7 @@ def prepare(
 
 
 def _parser(
-    model: LoadedModel,
+    model: ModelCard,
     request: GenerateRequest,
     fmt: ToolFormat | None,
     prompt_ids: list[int],

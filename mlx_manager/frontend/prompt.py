@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from jinja2 import TemplateError
 
-from mlx_manager.engine.chat_render import template_inputs
 from mlx_manager.errors import ContextLengthExceeded, InvalidRequest
-from mlx_manager.models.loaded import LoadedModel
+from mlx_manager.frontend.chat_render import template_inputs
+from mlx_manager.models.card import ModelCard
 from mlx_manager.models.tool_formats import ToolFormat
 from mlx_manager.types import GenerateRequest
 
 
 def prompt_ids_for(
-    model: LoadedModel, request: GenerateRequest, tool_format: ToolFormat | None = None
+    model: ModelCard, request: GenerateRequest, tool_format: ToolFormat | None = None
 ) -> list[int]:
     if request.prompt_tokens is not None:
         vocab = len(model.tokenizer)
@@ -33,7 +33,7 @@ def prompt_ids_for(
 
 
 def vision_prompt_text(
-    model: LoadedModel, request: GenerateRequest, tool_format: ToolFormat | None = None
+    model: ModelCard, request: GenerateRequest, tool_format: ToolFormat | None = None
 ) -> str | None:
     """The prompt text a vision model's processor tokenizes (None: token ids were given).
 
@@ -47,7 +47,7 @@ def vision_prompt_text(
 
 
 def _chat_text(
-    model: LoadedModel,
+    model: ModelCard,
     request: GenerateRequest,
     tool_format: ToolFormat | None,
     *,

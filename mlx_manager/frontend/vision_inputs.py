@@ -3,14 +3,14 @@
 Runs in the engine client before anything is queued, so a refused image URL, an image the
 model's processor cannot take or a prompt too long is a 400 before a stream starts. Fetching
 and decoding are asyncio and worker threads (images of one request in parallel).
-Tokenization and pixel preprocessing run on the engine thread: mlx-vlm's processors return
-MLX arrays whatever `return_tensors` asks for, and MLX work stays on the thread that owns it.
+Tokenization and pixel preprocessing run on the engine thread (a `BuildVisionInputs`
+command): mlx-vlm's processors return MLX arrays whatever `return_tensors` asks for, and MLX
+work stays on the thread that owns it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,12 +18,12 @@ from typing import Any
 from PIL.Image import Image
 
 from mlx_manager.config import VisionConfig
-from mlx_manager.engine.prompt import prompt_ids_for, vision_prompt_text
-from mlx_manager.engine.structured import PreparedRequest, prepare, tool_format_of
 from mlx_manager.errors import InvalidRequest
+from mlx_manager.frontend.preparation import PreparedRequest, prepare, tool_format_of
+from mlx_manager.frontend.prompt import prompt_ids_for, vision_prompt_text
 from mlx_manager.media.images import ImagePolicy, load_image
-from mlx_manager.models.loaded import LoadedModel
-from mlx_manager.models.vision_model import VisionInputs, build_inputs
+from mlx_manager.models.card import ModelCard
+from mlx_manager.models.vision_model import VisionInputs
 from mlx_manager.types import GenerateRequest
 
 
@@ -33,17 +33,17 @@ class VisionRequest:
     media: dict[str, Any]
 
 
-OnEngine = Callable[[Callable[[], VisionInputs]], Awaitable[VisionInputs]]
+# (prompt text, images) -> the processor's token ids and arrays, built on the engine thread.
+VisionInputsBuilder = Callable[[str, list[Image]], Awaitable[VisionInputs]]
 
 
 async def prepare_vision(
-    model: LoadedModel,
+    model: ModelCard,
     request: GenerateRequest,
     policy: ImagePolicy,
     max_images: int,
-    on_engine: OnEngine,
+    build_inputs: VisionInputsBuilder,
 ) -> VisionRequest:
-    """`on_engine(fn)` runs `fn` on the engine thread and returns its result."""
     refs = request.images
     if len(refs) > max_images:
         raise InvalidRequest(
@@ -56,17 +56,8 @@ async def prepare_vision(
     if text is None:  # token ids: a text-only prompt
         inputs = VisionInputs(prompt_ids_for(model, request, fmt), {})
     else:
-        inputs = await on_engine(functools.partial(_build, model, text, images))
+        inputs = await build_inputs(text, images)
     return VisionRequest(prepare(model, request, inputs.prompt_ids), inputs.media)
-
-
-def _build(model: LoadedModel, text: str, images: list[Image]) -> VisionInputs:
-    try:
-        return build_inputs(model, text, images)
-    except ValueError as exc:  # mlx-vlm wraps every processor failure in a ValueError
-        raise InvalidRequest(
-            f"the model's processor could not prepare this request: {exc}", param="messages"
-        ) from exc
 
 
 def image_policy(config: VisionConfig) -> ImagePolicy:

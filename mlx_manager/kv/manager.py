@@ -5,8 +5,9 @@ mechanism). Nothing here touches MLX: the runner turns block ids into slots
 (`block_id * block_size + offset`) and performs the copies `allocate` returns. No library does
 paged-KV policy for MLX, so we write it, kept pure-Python to be tested to the exact block id.
 
-Prefix caching: every full, computed block of a sequence is registered under a chained hash of
-its tokens (namespaced by model id). A new sequence adopts every cached full block of its
+Prefix caching: every full block of a sequence, once a finished step has written it and its
+token values are known, is registered under a chained hash of its tokens (namespaced by model
+id). A new sequence adopts every cached full block of its
 prefix, whether its owner is still running or finished (freed blocks keep their hash until the
 pool reuses them, least recently freed first).
 
@@ -33,9 +34,9 @@ class KVSequence(Protocol):
     @property
     def request_id(self) -> str: ...
     @property
-    def all_ids(self) -> Sequence[int]: ...
+    def all_ids(self) -> Sequence[int]: ...  # known values only (no in-flight token)
     @property
-    def num_tokens(self) -> int: ...
+    def num_tokens(self) -> int: ...  # len(all_ids)
     @property
     def num_computed_tokens(self) -> int: ...
     @property
@@ -142,19 +143,21 @@ class KVCacheManager:
         self.pool.free_blocks(reversed(table))
         return [(old.block_id, new.block_id) for old, new in zip(table, moved, strict=True)]
 
-    def cache_full_blocks(self, seq: KVSequence) -> None:
-        """Register hashes for `seq`'s blocks that are now full and computed."""
+    def cache_full_blocks(self, seq: KVSequence, num_written: int) -> None:
+        """Register hashes for `seq`'s full blocks among its first `num_written` positions
+        (those whose K/V a finished step wrote). Only known token values are hashed: a block
+        that holds a position past `seq.all_ids` (an in-flight token) waits."""
         if not self.enable_prefix_caching:
             return
-        table, hashes = self._tables[seq.request_id], self._hashes[seq.request_id]
-        num_full = min(seq.num_computed_tokens // self.block_size, len(table))
-        tokens, size = seq.all_ids, self.block_size
-        for i in range(len(hashes), num_full):
-            block_tokens = tokens[i * size : (i + 1) * size]
-            if min(block_tokens) < 0:  # a sampled value not known yet (pipelined engine)
-                return
+        hashes = self._hashes[seq.request_id]
+        size = self.block_size
+        num_full = min(num_written, seq.num_tokens) // size
+        if num_full <= len(hashes):
+            return
+        table, tokens = self._tables[seq.request_id], seq.all_ids
+        for i in range(len(hashes), min(num_full, len(table))):
             parent = hashes[-1] if hashes else None
-            hashes.append(block_hash(parent, block_tokens, self.namespace))
+            hashes.append(block_hash(parent, tokens[i * size : (i + 1) * size], self.namespace))
             self.pool.cache_block(table[i], hashes[-1])
 
     def free(self, seq: KVSequence) -> None:

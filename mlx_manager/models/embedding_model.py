@@ -12,27 +12,16 @@ so token-id inputs get the same wrapping as text.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from mlx_manager.models.detection import ModelType
+from mlx_manager.models.embedding_spec import EmbeddingSpec
 from mlx_manager.models.families import detect_family
 from mlx_manager.models.loaded import LoadedModel, context_length_of
-
-
-@dataclass(frozen=True, slots=True)
-class EmbeddingSpec:
-    dimensions: int
-    max_tokens: int  # per input, special tokens included
-    matryoshka: bool  # the model may be truncated to fewer dimensions (then renormalized)
-    prefix_ids: tuple[int, ...]  # special tokens before the text (e.g. [CLS])
-    suffix_ids: tuple[int, ...]  # and after it (e.g. [SEP])
-    pad_id: int
-
-    @property
-    def max_content_tokens(self) -> int:
-        return self.max_tokens - len(self.prefix_ids) - len(self.suffix_ids)
 
 
 def load_embedding_model(model_id: str, path: Path) -> LoadedModel:
@@ -102,3 +91,31 @@ def _read_json(path: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def pad(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Right-padded ids and their attention mask, both int32 (batch, longest)."""
+    longest = max(len(s) for s in sequences)
+    ids = np.full((len(sequences), longest), pad_id, dtype=np.int32)
+    mask = np.zeros((len(sequences), longest), dtype=np.int32)
+    for row, seq in enumerate(sequences):
+        ids[row, : len(seq)] = seq
+        mask[row, : len(seq)] = 1
+    return ids, mask
+
+
+def forward(model: LoadedModel, sequences: Sequence[Sequence[int]]) -> np.ndarray:
+    """One padded forward on the engine thread: (len(sequences), dimensions) unit vectors."""
+    import mlx.core as mx
+
+    ids, mask = pad(sequences, _spec(model).pad_id)
+    out = model.model(mx.array(ids), attention_mask=mx.array(mask))
+    embeds = out.text_embeds.astype(mx.float32)
+    mx.eval(embeds)
+    return np.array(embeds, copy=True)
+
+
+def _spec(model: LoadedModel) -> EmbeddingSpec:
+    if model.embedding is None:
+        raise ValueError(f"{model.model_id} is not an embeddings model")
+    return model.embedding

@@ -6,19 +6,18 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import mlx_lm
 
+from mlx_manager.models.card import ModelCard
 from mlx_manager.models.cpu_precision import densify_for_cpu
 from mlx_manager.models.default_model import DEFAULT_MODEL_NAME, ensure_embedded_model
 from mlx_manager.models.detection import ModelType
+from mlx_manager.models.embedding_spec import EmbeddingSpec
 from mlx_manager.models.families import ChatFamily, detect_family
 from mlx_manager.models.prefix_tokenizer import PrefixTokenizer
 from mlx_manager.models.sources import ModelSpec, resolve_model_dir
-
-if TYPE_CHECKING:
-    from mlx_manager.models.embedding_model import EmbeddingSpec
 
 FALLBACK_CONTEXT_LENGTH = 4096
 _CONTEXT_KEYS = (
@@ -46,6 +45,21 @@ class LoadedModel:
     processor: Any = None  # vision models: the transformers processor (image tokens, pixels)
     # Chat prompts: reuses a recent prompt's ids for the shared start (None: not safe here).
     prompt_encoder: PrefixTokenizer | None = None
+
+    def card(self) -> ModelCard:
+        """What the request side needs of this model: everything but the weights."""
+        return ModelCard(
+            model_id=self.model_id,
+            path=self.path,
+            tokenizer=self.tokenizer,
+            family=self.family,
+            context_length=self.context_length,
+            stop_token_ids=self.stop_token_ids,
+            model_type=self.model_type,
+            embedding=self.embedding,
+            prompt_encoder=self.prompt_encoder,
+            created=self.created,
+        )
 
 
 def default_spec() -> ModelSpec:

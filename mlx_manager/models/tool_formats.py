@@ -29,7 +29,7 @@ from mlx_manager.types import ToolCall
 
 Parser = Callable[[str, Any], Any]  # mlx-lm's parse_tool_call(text, tools) signature
 
-# Grammar kinds that engine/constraints.py can force a call for.
+# Grammar kinds that frontend/constraints.py can force a call for.
 HERMES = "hermes"
 LLAMA3_JSON = "llama3_json"
 MISTRAL = "mistral"

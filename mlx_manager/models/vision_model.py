@@ -22,17 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import mlx.core as mx
 from mlx_lm.tokenizer_utils import TokenizerWrapper
 from PIL.Image import Image
 
-from mlx_manager.engine.request import EngineRequest
 from mlx_manager.models.detection import ModelType
 from mlx_manager.models.families import detect_family
 from mlx_manager.models.loaded import LoadedModel, context_length_of
-from mlx_manager.runner.generation import StepRunner
-from mlx_manager.runner.request_sampler import RequestSampler
-from mlx_manager.runner.sampling import build_logits_processors
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,26 +92,3 @@ def build_inputs(model: LoadedModel, prompt_text: str, images: Sequence[Image]) 
     media = {k: v for k, v in arrays.items() if v is not None and k != "input_ids"}
     input_ids: list[int] = arrays["input_ids"].reshape(-1).tolist()
     return VisionInputs(input_ids, media)
-
-
-class VisionRunner(StepRunner):
-    """One vision sequence through mlx-vlm's `generate_step` (engine thread only)."""
-
-    def __init__(self, model: LoadedModel, request: EngineRequest, prefill_step_size: int) -> None:
-        from mlx_vlm.generate import generate_step
-
-        media = dict(request.media or {})
-        params = request.sampling
-        sampler = RequestSampler(params, len(model.tokenizer))  # own key: seeds hold when mixed
-        steps = generate_step(
-            mx.array([request.prompt_ids], dtype=mx.int32),
-            model.model,
-            media.pop("pixel_values", None),
-            media.pop("attention_mask", None),
-            max_tokens=request.max_tokens,
-            sampler=sampler.sample,
-            logits_processors=build_logits_processors(params),
-            prefill_step_size=prefill_step_size,
-            **media,
-        )
-        super().__init__(steps, params)

@@ -21,14 +21,13 @@ from collections.abc import Coroutine, Sequence
 from typing import Any, Protocol
 
 from mlx_manager.config import PoolConfig
+from mlx_manager.engine.commands import LoadResult
 from mlx_manager.errors import ApiError, ModelBusy, ModelNotFound, NotFound, PoolFull
-from mlx_manager.models.loaded import LoadedModel
 from mlx_manager.pool.budget import Limits, limits_for
 from mlx_manager.pool.catalog import Catalog, CatalogEntry
 from mlx_manager.pool.planner import RETRY_AFTER_S, over_budget, plan_eviction
 from mlx_manager.pool.resident import (
     Lease,
-    LoadResult,
     ModelStatus,
     PoolStatus,
     Resident,
@@ -47,8 +46,8 @@ class ModelHost(Protocol):
     def estimate_bytes(self, entry: CatalogEntry) -> int: ...
     async def load(self, entry: CatalogEntry) -> LoadResult: ...
 
-    async def unload(self, model_id: str) -> LoadedModel | None:
-        """None once unloaded; the model itself when the engine refused (it still has work)."""
+    async def unload(self, model_id: str) -> bool:
+        """True once unloaded; False when the engine refused (it still has work)."""
         ...
 
 
@@ -213,7 +212,7 @@ class ModelPool:
                 raise
             log.warning("loading %s failed: %s", resident.model_id, exc)
             return
-        resident.loaded, resident.cost = result.model, result.cost
+        resident.loaded, resident.cost = result.card, result.cost
         resident.state = _READY
         resident.loaded_at = time.time()
         self.loads += 1
@@ -252,20 +251,20 @@ class ModelPool:
                 victim.done.set_result(None)
 
     async def _unload(self, resident: Resident, reason: str) -> bool:
-        resident.loaded = None  # the engine drops the last references, on its thread
         try:
-            refused = await self._host.unload(resident.model_id)
+            unloaded = await self._host.unload(resident.model_id)
         except Exception:
             log.exception("unloading %s failed; dropping it from the pool", resident.model_id)
-            refused = None
-        if refused is not None:  # the engine still has work for it: serve it again
+            unloaded = True
+        if not unloaded:  # the engine still has work for it: serve it again
             log.warning("the engine refused to unload %s: it has work", resident.model_id)
-            resident.loaded, resident.state = refused, _READY
+            resident.state = _READY
         else:
+            resident.loaded = None
             self._residents.pop(resident.model_id, None)
             log.info("model %s unloaded (%s)", resident.model_id, reason)
         resident.done.set_result(None)
-        return refused is None
+        return unloaded
 
     def _release(self, resident: Resident) -> None:
         resident.in_flight -= 1

@@ -8,7 +8,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from mlx_manager.models.loaded import LoadedModel
+from mlx_manager.engine.commands import ModelCost
+from mlx_manager.models.card import ModelCard
 from mlx_manager.pool.catalog import CatalogEntry
 
 
@@ -16,26 +17,6 @@ class ResidentState(enum.StrEnum):
     LOADING = "loading"
     READY = "ready"
     UNLOADING = "unloading"
-
-
-@dataclass(frozen=True, slots=True)
-class ModelCost:
-    """A loaded model's real cost, read from MLX by the host that loaded it."""
-
-    weight_bytes: int  # the parameters' nbytes
-    kv_bytes: int  # the KV pool preallocated for it (or its budget)
-    measured_bytes: int  # MLX active-memory growth across the load (other frees lower it)
-    seconds: float
-
-    @property
-    def total_bytes(self) -> int:
-        return self.weight_bytes + self.kv_bytes
-
-
-@dataclass(frozen=True, slots=True)
-class LoadResult:
-    model: LoadedModel
-    cost: ModelCost
 
 
 @dataclass(slots=True, eq=False)
@@ -46,7 +27,7 @@ class Resident:
     keep_alive_s: float | None
     estimate_bytes: int
     done: asyncio.Future[None]  # resolves when the current load or unload ends
-    loaded: LoadedModel | None = None  # dropped before the unload, so MLX frees it there
+    loaded: ModelCard | None = None  # the weights stay with the engine
     cost: ModelCost | None = None
     in_flight: int = 0
     last_used: float = field(default_factory=time.monotonic)
@@ -59,7 +40,7 @@ class Resident:
         return self.entry.model_id
 
     @property
-    def model(self) -> LoadedModel:
+    def card(self) -> ModelCard:
         assert self.loaded is not None, f"{self.model_id} is not loaded"
         return self.loaded
 
@@ -84,8 +65,8 @@ class Lease:
         self._released = False
 
     @property
-    def model(self) -> LoadedModel:
-        return self.resident.model
+    def card(self) -> ModelCard:
+        return self.resident.card
 
     def release(self) -> None:
         if not self._released:

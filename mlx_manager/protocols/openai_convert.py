@@ -87,6 +87,8 @@ def completion_request_to_internal(body: CompletionRequest, request_id: str) -> 
         raise InvalidRequest("prompt must not be empty", param="prompt")
     else:
         tokens = tuple(int(t) for t in prompt)  # type: ignore[arg-type]
+    if body.echo and prompt_text is None:
+        raise UnsupportedParameter("echo is supported for text prompts only", param="echo")
     return GenerateRequest(
         request_id,
         body.model,

@@ -9,7 +9,7 @@ import math
 from typing import Any
 
 from mlx_manager.errors import InvalidRequest
-from mlx_manager.models.speech_model import Transcript
+from mlx_manager.models.speech_model import Transcript, language_name
 
 RESPONSE_FORMATS = ("json", "text", "srt", "verbose_json", "vtt")
 TIMESTAMP_GRANULARITIES = ("segment", "word")
@@ -93,3 +93,19 @@ def _clock(seconds: float, separator: str) -> str:
     minutes, millis = divmod(millis, 60_000)
     secs, millis = divmod(millis, 1000)
     return f"{hours:02d}:{minutes:02d}:{secs:02d}{separator}{millis:03d}"
+
+
+def reply_body(
+    transcript: Transcript, response_format: str, granularities: list[str]
+) -> tuple[str | dict[str, Any], str]:
+    """The reply in `response_format` and its media type (text formats are strings)."""
+    if response_format == "text":
+        return transcript.text + "\n", "text/plain"
+    if response_format == "srt":
+        return srt(transcript), "text/plain"
+    if response_format == "vtt":
+        return vtt(transcript), "text/vtt"
+    if response_format == "verbose_json":
+        name = language_name(transcript.language)
+        return verbose_json_body(transcript, name, granularities), "application/json"
+    return json_body(transcript), "application/json"

@@ -5,6 +5,10 @@ share one (`group_prefills`), padded to the longest. A forward of one sequence i
 mlx-lm's own decode step: no mask of ours, and K/V slices when its blocks are one run of ids
 (`PagedKVStorage.sequence_meta`). Every sequence samples with its own RequestSampler; plain
 greedy rows share one argmax, whose result is the step's token array as is.
+
+Pipelining: a step may be launched before the previous one's sampled tokens reach the host. A
+decode chunk whose input is such a token (`input_inflight`, set by the scheduler) is fed from
+the last launched step's token array, on the device.
 """
 
 from __future__ import annotations
@@ -15,18 +19,18 @@ from typing import Any
 
 import mlx.core as mx
 
-from mlx_manager.engine.scheduler import ScheduledChunk, SchedulerOutput
 from mlx_manager.kv.paged_storage import PagedKVStorage
 from mlx_manager.runner.generation import StepOutput
 from mlx_manager.runner.last_logits import last_position_logits, plain_head
 from mlx_manager.runner.request_sampler import RequestSampler
+from mlx_manager.runner.step_plan import ScheduledChunk, SchedulerOutput, StepSequence
 
-PENDING_TOKEN = -1  # a sampled token whose value is still on the device
+Chunk = ScheduledChunk[StepSequence]
 
 
 @dataclass(slots=True)
 class _Pending:
-    chunk: ScheduledChunk
+    chunk: Chunk
     logprobs: mx.array | None
 
 
@@ -44,9 +48,9 @@ _MIN_FILL = 0.75
 _MAX_FORWARD_TOKENS = 8192
 
 
-def group_prefills(chunks: Seq[ScheduledChunk]) -> list[list[ScheduledChunk]]:
+def group_prefills(chunks: Seq[Chunk]) -> list[list[Chunk]]:
     """Batch prefill chunks of similar length into shared forward passes."""
-    groups: list[list[ScheduledChunk]] = []
+    groups: list[list[Chunk]] = []
     for chunk in sorted(chunks, key=lambda c: -c.num_tokens):
         group = groups[-1] if groups else None
         if (
@@ -70,13 +74,9 @@ class BatchRunner:
         self._last_tokens: mx.array | None = None
         self._last_rows: dict[str, int] = {}
 
-    def run(
-        self, output: SchedulerOutput, samplers: dict[str, RequestSampler]
-    ) -> dict[str, StepOutput]:
-        """Forward every chunk and wait: the sampled token of each chunk that samples."""
-        return self.collect(self.launch(output, samplers), samplers)
-
-    def launch(self, output: SchedulerOutput, samplers: dict[str, RequestSampler]) -> Launched:
+    def launch(
+        self, output: SchedulerOutput[StepSequence], samplers: dict[str, RequestSampler]
+    ) -> Launched:
         """Queue the step's forward passes and sampling on the device without waiting."""
         storage = self.storage
         storage.copy_blocks(output.copies)
@@ -116,28 +116,31 @@ class BatchRunner:
             for p, token in zip(launched.pending, token_ids, strict=True)
         }
 
-    def _input_ids(self, chunks: Seq[ScheduledChunk], length: int) -> mx.array:
-        """[B, L] input ids (right-padded with 0); a pending (still on-device) token is taken
-        from the last step."""
-        rows = [
-            c.seq.all_ids[c.start : c.start + c.num_tokens] + [0] * (length - c.num_tokens)
-            for c in chunks
-        ]
-        if all(PENDING_TOKEN not in row for row in rows):
+    def _input_ids(self, chunks: Seq[Chunk], length: int) -> mx.array:
+        """[B, L] input ids, right-padded with 0. A chunk whose input is still in flight takes
+        it from the last launched step's token array."""
+        inflight = [c.input_inflight for c in chunks]
+        if not any(inflight):
+            rows = [
+                c.seq.all_ids[c.start : c.start + c.num_tokens] + [0] * (length - c.num_tokens)
+                for c in chunks
+            ]
             return mx.array(rows, dtype=mx.int32)
-        last = self._last_tokens
-        assert last is not None, "a pending token needs a launched step"
-        assert length == 1, "only decode inputs can be pending"
-        source = [self._last_rows.get(c.seq.request_id, 0) for c in chunks]
-        if all(row[0] == PENDING_TOKEN for row in rows):
+        last, last_rows = self._last_tokens, self._last_rows
+        assert last is not None, "an in-flight token needs a launched step"
+        assert length == 1, "only decode inputs can be in flight"
+        if all(inflight):
+            source = [last_rows[c.seq.request_id] for c in chunks]
             if source == list(range(last.shape[0])):  # the last step's rows, in order
                 return last[:, None]
             return last[mx.array(source, dtype=mx.uint32)][:, None]
-        fetched = last[mx.array(source, dtype=mx.uint32)][:, None].astype(mx.int32)
-        known = mx.array(rows, dtype=mx.int32)
-        return mx.where(known == PENDING_TOKEN, fetched, known)
+        pairs = list(zip(chunks, inflight, strict=True))
+        source = [last_rows[c.seq.request_id] if f else 0 for c, f in pairs]
+        known = mx.array([0 if f else c.seq.all_ids[c.start] for c, f in pairs], dtype=mx.int32)
+        fetched = last[mx.array(source, dtype=mx.uint32)].astype(mx.int32)
+        return mx.where(mx.array(inflight), fetched, known)[:, None]
 
-    def _forward(self, chunks: Seq[ScheduledChunk]) -> mx.array:
+    def _forward(self, chunks: Seq[Chunk]) -> mx.array:
         """Logits of each chunk's last position: [B, vocab] (lazy). Chunks of different
         lengths are right-padded; padded positions write to the null block, never read."""
         length = max(c.num_tokens for c in chunks)
@@ -157,7 +160,7 @@ class BatchRunner:
 
     def _sample(
         self,
-        chunks: Seq[ScheduledChunk],
+        chunks: Seq[Chunk],
         logits: mx.array,
         samplers: dict[str, RequestSampler],
         pending: list[_Pending],

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import mlx.core as mx
+from llguidance import LLTokenizer
 from mlx_lm.generate import generate_step
 
 from mlx_manager.runner.sampling import build_logits_processors, build_sampler
@@ -69,6 +70,7 @@ class SequenceRunner(StepRunner):
         params: SamplingParams,
         max_tokens: int,
         prefill_step_size: int,
+        grammar_tokenizer: LLTokenizer | None = None,
     ) -> None:
         if params.seed is not None:
             mx.random.seed(params.seed)
@@ -77,7 +79,7 @@ class SequenceRunner(StepRunner):
             model,
             max_tokens=max_tokens,
             sampler=build_sampler(params),
-            logits_processors=build_logits_processors(params),
+            logits_processors=build_logits_processors(params, grammar_tokenizer),
             prefill_step_size=prefill_step_size,
         )
         super().__init__(steps, params)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import mlx.core as mx
 import numpy as np
-from llguidance import LLMatcher
+from llguidance import LLMatcher, LLTokenizer
 
 from mlx_manager.types import Constraint
 
@@ -23,8 +23,8 @@ class GrammarError(RuntimeError):
 class GrammarProcessor:
     """``(tokens, logits) -> logits``; ``tokens`` is the whole history, prompt included."""
 
-    def __init__(self, constraint: Constraint) -> None:
-        self._matcher = LLMatcher(constraint.tokenizer, constraint.grammar, log_level=0)
+    def __init__(self, constraint: Constraint, tokenizer: LLTokenizer) -> None:
+        self._matcher = LLMatcher(tokenizer, constraint.grammar, log_level=0)
         if self._matcher.is_error():
             raise GrammarError(self._matcher.get_error())
         self._prompt_len: int | None = None

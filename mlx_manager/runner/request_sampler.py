@@ -10,6 +10,7 @@ import os
 from collections.abc import Callable
 
 import mlx.core as mx
+from llguidance import LLTokenizer
 from mlx_lm.sample_utils import apply_min_p, apply_top_k, apply_top_p
 
 from mlx_manager.runner.sampling import LogitsProcessor, build_logits_processors
@@ -19,13 +20,15 @@ Filter = Callable[[mx.array], mx.array]
 
 
 class RequestSampler:
-    def __init__(self, params: SamplingParams, vocab_size: int) -> None:
+    def __init__(
+        self, params: SamplingParams, vocab_size: int, grammar_tokenizer: LLTokenizer | None = None
+    ) -> None:
         self.params = params
         self.greedy = params.temperature == 0.0
         # Penalties read the sampled history; the bias does not, so it never makes the
         # engine wait for a step's values.
         self.processors: list[LogitsProcessor] = build_logits_processors(
-            dataclasses.replace(params, logit_bias=())
+            dataclasses.replace(params, logit_bias=()), grammar_tokenizer
         )
         self._bias = _bias_arrays(params, vocab_size)
         self._filters = _filters(params, vocab_size)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import mlx.core as mx
+from llguidance import LLTokenizer
 from mlx_lm.sample_utils import make_logits_processors, make_sampler
 
 from mlx_manager.runner.grammar import GrammarProcessor
@@ -26,11 +27,18 @@ def build_sampler(params: SamplingParams) -> Sampler:
     )
 
 
-def build_logits_processors(params: SamplingParams) -> list[LogitsProcessor]:
-    """mlx-lm's bias and penalty processors, then the grammar (last, so nothing re-allows)."""
+def build_logits_processors(
+    params: SamplingParams, grammar_tokenizer: LLTokenizer | None = None
+) -> list[LogitsProcessor]:
+    """mlx-lm's bias and penalty processors, then the grammar (last, so nothing re-allows).
+
+    `grammar_tokenizer`: the model's llguidance tokenizer, needed when `params` carry a
+    constraint (`models.grammar_tokenizer`)."""
     processors = _mlx_lm_processors(params)
     if params.constraint is not None:
-        processors.append(GrammarProcessor(params.constraint))
+        if grammar_tokenizer is None:
+            raise ValueError("a constrained request needs the model's grammar tokenizer")
+        processors.append(GrammarProcessor(params.constraint, grammar_tokenizer))
     return processors
 
 

@@ -1,1 +1,2 @@
-"""Services beside text generation that run on the engine thread: embeddings."""
+"""Services beside text generation: embeddings and transcription (their asyncio side),
+audio decoding."""

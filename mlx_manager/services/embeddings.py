@@ -1,7 +1,8 @@
 """Embeddings: tokenize, batch, one forward per batch, mean-pool and normalize.
 
-`check_request`, `tokenize`, `plan_batches` and `finish` need no MLX; `forward` runs on the
-engine thread (`EngineThread.call`), the only thread that touches MLX, one call per batch.
+`check_request`, `tokenize`, `plan_batches` and `finish` need no MLX and work from the model's
+card; the forward (`models.embedding_model.forward`) runs on the engine thread, the only
+thread that touches MLX, one `EmbedBatch` command per batch (`EmbeddingService`).
 
 Inputs are sorted by length and cut into batches of at most `BATCH_TOKENS` padded tokens (and
 `BATCH_ITEMS` inputs), so a short batch of 64 texts is one forward while 2,048 long ones never
@@ -17,13 +18,15 @@ tokens are cut to fit, special tokens kept).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from mlx_manager.errors import InvalidRequest, RequestTooLarge
-from mlx_manager.models.embedding_model import EmbeddingSpec
+from mlx_manager.models.card import ModelCard
+from mlx_manager.models.embedding_model import forward
+from mlx_manager.models.embedding_spec import EmbeddingSpec
 from mlx_manager.models.loaded import LoadedModel
 
 BATCH_TOKENS = 16_384  # padded tokens of one forward
@@ -44,7 +47,7 @@ class EmbeddingResult:
     prompt_tokens: int
 
 
-def spec_of(model: LoadedModel) -> EmbeddingSpec:
+def spec_of(model: ModelCard) -> EmbeddingSpec:
     if model.embedding is None:
         raise InvalidRequest(
             f"The model '{model.model_id}' is not an embeddings model.",
@@ -55,7 +58,7 @@ def spec_of(model: LoadedModel) -> EmbeddingSpec:
 
 
 def check_request(
-    model: LoadedModel, inputs: EmbeddingInputs, dimensions: int | None, limits: EmbeddingLimits
+    model: ModelCard, inputs: EmbeddingInputs, dimensions: int | None, limits: EmbeddingLimits
 ) -> None:
     """Checks that need no tokenizing: input count and `dimensions`."""
     spec = spec_of(model)
@@ -83,7 +86,7 @@ def check_request(
 
 
 def tokenize(
-    model: LoadedModel, inputs: EmbeddingInputs, truncate: bool, limits: EmbeddingLimits
+    model: ModelCard, inputs: EmbeddingInputs, truncate: bool, limits: EmbeddingLimits
 ) -> list[list[int]]:
     """Each input's token ids, special tokens included, checked against the limits."""
     spec = spec_of(model)
@@ -130,16 +133,16 @@ def embed(
     The server runs the same steps with one engine-thread call per batch instead
     (`EngineClient.embed`), so generation steps interleave with a long embeddings request.
     """
-    spec = spec_of(model)
-    sequences = tokenize(model, inputs, truncate, limits)
-    vectors = np.zeros((len(sequences), spec.dimensions), dtype=np.float32)
+    card = model.card()
+    sequences = tokenize(card, inputs, truncate, limits)
+    vectors = np.zeros((len(sequences), spec_of(card).dimensions), dtype=np.float32)
     for batch in plan_batches([len(s) for s in sequences]):
         vectors[batch] = forward(model, [sequences[i] for i in batch])
-    return finish(model, vectors, sequences, dimensions)
+    return finish(card, vectors, sequences, dimensions)
 
 
 def finish(
-    model: LoadedModel,
+    model: ModelCard,
     vectors: np.ndarray,
     sequences: Sequence[Sequence[int]],
     dimensions: int | None,
@@ -168,38 +171,9 @@ def plan_batches(
     return batches
 
 
-def pad(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-    """Right-padded ids and their attention mask, both int32 (batch, longest)."""
-    longest = max(len(s) for s in sequences)
-    ids = np.full((len(sequences), longest), pad_id, dtype=np.int32)
-    mask = np.zeros((len(sequences), longest), dtype=np.int32)
-    for row, seq in enumerate(sequences):
-        ids[row, : len(seq)] = seq
-        mask[row, : len(seq)] = 1
-    return ids, mask
-
-
 def normalize(vectors: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
     return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
-
-
-def forward_call(
-    model: LoadedModel, sequences: Sequence[Sequence[int]]
-) -> Callable[[object], np.ndarray]:
-    """`forward` as a callable for `EngineThread.call` (which passes the engine core)."""
-    return lambda _core: forward(model, sequences)
-
-
-def forward(model: LoadedModel, sequences: Sequence[Sequence[int]]) -> np.ndarray:
-    """One padded forward on the engine thread: (len(sequences), dimensions) unit vectors."""
-    import mlx.core as mx
-
-    ids, mask = pad(sequences, spec_of(model).pad_id)
-    out = model.model(mx.array(ids), attention_mask=mx.array(mask))
-    embeds = out.text_embeds.astype(mx.float32)
-    mx.eval(embeds)
-    return np.array(embeds, copy=True)
 
 
 def _check_ids(contents: list[list[int]], vocab_size: int) -> None:

@@ -6,10 +6,10 @@ from fastapi.testclient import TestClient
 
 from mlx_manager.api.app import create_app
 from mlx_manager.config import load_settings
-from mlx_manager.engine.client import EngineState
+from mlx_manager.frontend.lifecycle import EngineState
 
 
-class _LoadingEngine:
+class _LoadingRuntime:
     state = EngineState.LOADING
     load_error = None
 
@@ -19,7 +19,7 @@ class _LoadingEngine:
 
 def test_health_is_503_while_loading() -> None:
     app = create_app(load_settings({}))
-    app.state.engine = _LoadingEngine()
+    app.state.runtime = _LoadingRuntime()
     client = TestClient(app)  # no lifespan: nothing loads
     reply = client.get("/health")
     assert reply.status_code == 503

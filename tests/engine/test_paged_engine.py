@@ -13,6 +13,7 @@ import pytest
 from mlx.utils import tree_flatten
 from mlx_lm.generate import generate_step
 from mlx_lm.models import llama
+from mlx_lm.sample_utils import make_logits_processors
 
 from mlx_manager.config import EngineConfig, load_settings
 from mlx_manager.engine.paged_engine import PagedModelEngine
@@ -20,6 +21,7 @@ from mlx_manager.engine.request import EngineRequest
 from mlx_manager.kv.paged_storage import PagedLayerCache, StepMeta, probe_kv_layout
 from mlx_manager.models.loaded import LoadedModel, load_text_model
 from mlx_manager.models.sources import ModelSpec
+from mlx_manager.runner.sampling import PENALTY_WINDOW
 from mlx_manager.types import FinishReason, GenerationEvent, SamplingParams
 
 GREEDY = SamplingParams(temperature=0.0)
@@ -190,6 +192,14 @@ def test_preemption_recomputes_and_matches_alone(mixing: LoadedModel) -> None:
     reqs = [request(f"p{i}", prompt(200 + i, 40), max_tokens=30) for i in range(3)]
     engine = make_engine(mixing, blocks=9)
     preempted: set[str] = set()
+    in_flight_when_preempted: list[int] = []
+    preempt = engine.scheduler._preempt
+
+    def spy(seq, step):  # type: ignore[no-untyped-def]
+        in_flight_when_preempted.append(seq.num_inflight_tokens)
+        preempt(seq, step)
+
+    engine.scheduler._preempt = spy  # type: ignore[method-assign]
 
     def watch(e: PagedModelEngine) -> None:
         preempted.update(s.request_id for s in e.scheduler.running if s.num_preemptions)
@@ -197,7 +207,67 @@ def test_preemption_recomputes_and_matches_alone(mixing: LoadedModel) -> None:
 
     together = run(engine, reqs, watch)
     assert preempted, "the pool is too small for all three: someone must be preempted"
+    # pipelined: a decoding sequence is preempted while its last token is still in flight
+    assert 1 in in_flight_when_preempted
     for r in reqs:
+        assert tokens(together[r.request_id]) == alone(mixing, r)
+
+
+def test_a_prefix_hit_joins_decodes_fed_from_the_device_and_matches_alone(
+    mixing: LoadedModel,
+) -> None:
+    """A fully cached prompt starts with a one-token chunk of a known token; it shares the
+    decode forward with streams whose input tokens are still in flight on the device."""
+    engine = make_engine(mixing)
+    shared = prompt(41, 32)  # exactly 2 blocks
+    first = request("a", shared, max_tokens=4)
+    run(engine, [first])
+    streams = [request(f"s{i}", prompt(42 + i, 10 + 5 * i), max_tokens=12) for i in range(2)]
+    for r in streams:
+        engine.add(r)
+    events: dict[str, list[GenerationEvent]] = {r.request_id: [] for r in [*streams, first]}
+    for _ in range(4):
+        for event in engine.step():
+            events[event.request_id].append(event)
+    hit = request("hit", shared, max_tokens=8)
+    events["hit"] = []
+    engine.add(hit)
+    mixed: list[bool] = []
+    input_ids = engine.runner._input_ids
+
+    def spy(chunks, length):  # type: ignore[no-untyped-def]
+        flags = {c.input_inflight for c in chunks}
+        mixed.append(len(flags) == 2)
+        return input_ids(chunks, length)
+
+    engine.runner._input_ids = spy  # type: ignore[method-assign]
+    while engine.has_work():
+        for event in engine.step():
+            events[event.request_id].append(event)
+    assert any(mixed), "the hit's first chunk did not share a forward with in-flight decodes"
+    usage = events["hit"][-1].usage
+    assert usage is not None and usage.cached_tokens == 31
+    for r in [*streams, hit]:
+        assert tokens(events[r.request_id]) == alone(mixing, r)
+
+
+def test_penalties_see_every_sampled_token_alone_and_in_a_batch(mixing: LoadedModel) -> None:
+    """Logits processors read the history: the engine waits for the values in flight."""
+    params = SamplingParams(temperature=0.0, presence_penalty=1.5, repetition_penalty=1.3)
+    req = EngineRequest("pen", "tiny", prompt(51, 12), params, 16)
+    processors = make_logits_processors(
+        repetition_penalty=1.3, presence_penalty=1.5, presence_context_size=PENALTY_WINDOW
+    )
+    steps = generate_step(
+        mx.array(req.prompt_ids), mixing.model, max_tokens=16, logits_processors=processors
+    )
+    reference = [token for token, _ in steps]
+    got = alone(mixing, req)
+    assert got == reference[: len(got)] and len(got) >= 8
+    others = [request(f"o{i}", prompt(52 + i, 9), max_tokens=12) for i in range(2)]
+    together = run(make_engine(mixing), [others[0], req, others[1]])
+    assert tokens(together["pen"]) == got
+    for r in others:
         assert tokens(together[r.request_id]) == alone(mixing, r)
 
 
@@ -271,7 +341,7 @@ def test_a_lone_first_token_leaves_before_the_next_step_is_built(mixing: LoadedM
     assert engine.step() == [] and len(launches) == 1  # the prefill, launched
     events = engine.step()  # the first token's value is known and nothing else launched
     (seq,) = engine.scheduler.running
-    assert len(seq.output_ids) == 1 and seq.output_ids[0] >= 0 and len(launches) == 1
+    assert len(seq.output_ids) == 1 and seq.num_inflight_tokens == 0 and len(launches) == 1
     while engine.has_work():  # it decodes on, pipelined again
         events += engine.step()
     assert len(launches) >= 4
@@ -286,7 +356,7 @@ def test_a_first_token_beside_running_streams_stays_pipelined(mixing: LoadedMode
     launches = count_launches(engine)
     engine.add(request("b", prompt(33, 20), max_tokens=4))
     b = next(s for s in engine.scheduler.waiting if s.request_id == "b")
-    while not (b.output_ids and b.output_ids[0] >= 0):
+    while not b.output_ids:
         before = len(launches)
         engine.step()
     assert len(launches) == before + 1  # the step that gave b's first token launched one more
@@ -301,9 +371,9 @@ def test_prompt_larger_than_pool_is_rejected(tiny: LoadedModel) -> None:
 
 
 def test_prefill_chunks_of_similar_length_share_a_forward() -> None:
-    from mlx_manager.engine.scheduler import ScheduledChunk
     from mlx_manager.engine.sequence import Sequence
     from mlx_manager.runner.batch_runner import group_prefills
+    from mlx_manager.runner.step_plan import ScheduledChunk
 
     def chunk(n: int) -> ScheduledChunk:
         return ScheduledChunk(Sequence(f"s{n}", list(range(n)), 4), 0, n, (1,), True)

@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from mlx_manager.engine.scheduler import SchedulerConfig, priority_key
-from mlx_manager.engine.sequence import SequenceStatus
-from tests.engine.factories import FakeClock, make_scheduler, make_seq, run_step, summary
+from mlx_manager.engine.scheduler import Scheduler, SchedulerConfig, SchedulerOutput, priority_key
+from mlx_manager.engine.sequence import Sequence, SequenceStatus
+from mlx_manager.kv.hashing import block_hash
+from tests.engine.factories import (
+    NAMESPACE,
+    FakeClock,
+    make_scheduler,
+    make_seq,
+    run_step,
+    summary,
+)
 
 
 def test_a_sequence_prefills_then_decodes_then_finishes() -> None:
@@ -219,9 +227,10 @@ def test_update_skips_a_sequence_aborted_after_the_schedule() -> None:
     seq = make_seq("a", num_prompt=4)
     sched.add(seq)
     out = sched.schedule()
+    assert (seq.num_computed_tokens, seq.num_inflight_tokens) == (4, 1)  # booked as launched
     sched.abort("a")
-    sched.update(out, {"a": 7})
-    assert seq.output_ids == [] and seq.num_computed_tokens == 0
+    assert sched.update(out, {"a": 7}) == []  # its surplus token is dropped
+    assert seq.output_ids == [] and seq.status is SequenceStatus.FINISHED
 
 
 def test_full_prefix_hit_schedules_one_token_and_a_copy() -> None:
@@ -286,3 +295,85 @@ def test_a_lone_decode_on_a_prefix_hit_is_compacted_into_one_run() -> None:
     assert out.chunks[0].block_ids == (5, 6, 7)
     out = run_step(sched)  # its 13th token needs a block: the next id, still a run
     assert not out.copies and out.chunks[0].block_ids == (5, 6, 7, 8)
+
+
+def state(seq: Sequence) -> tuple[int, int, list[int]]:
+    return seq.num_computed_tokens, seq.num_inflight_tokens, seq.output_ids
+
+
+def plan(out: SchedulerOutput[Sequence]) -> list[tuple[str, int, int, tuple[int, ...], bool, bool]]:
+    """(request_id, start, num_tokens, block_ids, samples, input_inflight) per chunk."""
+    return [
+        (c.seq.request_id, c.start, c.num_tokens, c.block_ids, c.samples, c.input_inflight)
+        for c in out.chunks
+    ]
+
+
+def hashed(sched: Scheduler) -> list[int]:
+    return [b.block_id for b in sched.kv.pool.blocks if b.block_hash is not None]
+
+
+def test_pipelined_steps_count_the_token_in_flight_until_update_brings_it() -> None:
+    """As the pipelined engine runs: step k is scheduled (launched) before step k-1's sampled
+    values arrive, so a decode's input is a token still in flight."""
+    sched = make_scheduler(num_blocks=16)
+    a = make_seq("a", num_prompt=7, max_tokens=4)
+    sched.add(a)
+    out1 = sched.schedule()
+    assert plan(out1) == [("a", 0, 7, (1, 2), True, False)]
+    assert state(a) == (7, 1, [])
+    b = make_seq("b", num_prompt=4, first_token=200, max_tokens=2)
+    sched.add(b)
+    out2 = sched.schedule()  # a's input (position 7) is its token from out1, in flight
+    assert plan(out2) == [("a", 7, 1, (1, 2), True, True), ("b", 0, 4, (3,), True, False)]
+    assert state(a) == (8, 2, []) and state(b) == (4, 1, [])
+    assert sched.update(out1, {"a": 50}) == [a]
+    assert state(a) == (8, 1, [50])
+    assert hashed(sched) == [1]  # out1 wrote positions 0-6: block 2 waits for position 7
+    out3 = sched.schedule()  # position 8, where a's in-flight token goes, needs a third block
+    assert plan(out3) == [("a", 8, 1, (1, 2, 4), True, True), ("b", 4, 1, (3, 5), True, True)]
+    assert state(a) == (9, 2, [50]) and state(b) == (5, 2, [])
+    assert sched.update(out2, {"a": 51, "b": 60}) == [a, b]
+    assert state(a) == (9, 1, [50, 51]) and state(b) == (5, 1, [60])
+    assert hashed(sched) == [1, 2, 3]
+    first = block_hash(None, [100, 101, 102, 103], NAMESPACE)
+    assert sched.kv.pool.blocks[2].block_hash == block_hash(first, [104, 105, 106, 50], NAMESPACE)
+    out4 = sched.schedule()  # b's two tokens are sampled or in flight: it is done
+    assert plan(out4) == [("a", 9, 1, (1, 2, 4), True, True)]
+    assert state(a) == (10, 2, [50, 51]) and state(b) == (5, 1, [60])
+    assert sched.update(out3, {"a": 52, "b": 61}) == [a, b]
+    sched.finish(b)  # the engine's length check
+    assert sched.schedule().is_empty  # so is a: its fourth token is in flight
+    assert sched.update(out4, {"a": 53}) == [a]
+    assert state(a) == (10, 0, [50, 51, 52, 53]) and state(b) == (5, 0, [60, 61])
+    assert a.all_ids == [*range(100, 107), 50, 51, 52, 53]
+    assert hashed(sched) == [1, 2, 3]  # a's position 10 was never computed: block 4 waits
+
+
+def test_a_sequence_preempted_with_a_token_in_flight_gets_it_then_recomputes() -> None:
+    sched = make_scheduler(num_blocks=8)  # 7 usable blocks
+    a = make_seq("a", num_prompt=12, max_tokens=5)
+    b = make_seq("b", num_prompt=12, first_token=300, max_tokens=5, arrival=1)
+    sched.add(a)
+    sched.add(b)
+    out1 = sched.schedule()
+    assert plan(out1) == [
+        ("a", 0, 12, (1, 2, 3), True, False),
+        ("b", 0, 12, (4, 5, 6), True, False),
+    ]
+    out2 = sched.schedule()  # both in-flight tokens go to position 12: one fourth block left
+    assert out2.preempted == (b,) and plan(out2) == [("a", 12, 1, (1, 2, 3, 7), True, True)]
+    assert b.status is SequenceStatus.WAITING and sched.kv.block_ids(b) == []
+    assert state(b) == (0, 1, [])  # its token still arrives
+    sched.finish(a)  # a is aborted: the pool is free again
+    assert sched.schedule().is_empty  # b's recompute needs its in-flight token's value
+    assert sched.update(out1, {"a": 7, "b": 8}) == [b]  # a's token is surplus
+    assert state(b) == (0, 0, [8]) and b.status is SequenceStatus.WAITING
+    assert hashed(sched) == []  # nothing hashed for a sequence no longer running
+    out3 = sched.schedule()  # b recomputes its 13 known tokens and samples its second
+    assert plan(out3) == [("b", 0, 13, (1, 2, 3, 4), True, False)]
+    assert state(b) == (13, 1, [8]) and b.num_preemptions == 1
+    assert sched.update(out2, {"a": 9}) == []
+    assert sched.update(out3, {"b": 10}) == [b]
+    assert state(b) == (13, 0, [8, 10]) and b.all_ids == [*range(300, 312), 8, 10]
+    assert hashed(sched) == [1, 2, 3]

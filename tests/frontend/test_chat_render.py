@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from mlx_manager.engine.chat_render import template_inputs
+from mlx_manager.frontend.chat_render import template_inputs
 from mlx_manager.models.tool_formats import HERMES_FALLBACK, tool_format_for
 from mlx_manager.types import (
     ChatMessage,

@@ -11,8 +11,8 @@ import mlx.core as mx
 import pytest
 from mlx_lm.utils import load_tokenizer
 
-from mlx_manager.engine.constraints import build_constraint, closed
 from mlx_manager.errors import InvalidRequest, UnsupportedParameter
+from mlx_manager.frontend.constraints import build_constraint, closed, llg_tokenizer
 from mlx_manager.models.families import CHATML
 from mlx_manager.models.tool_formats import HERMES_FALLBACK, ToolFormat
 from mlx_manager.runner.grammar import GrammarProcessor
@@ -47,7 +47,7 @@ def drive(
 ) -> GrammarProcessor:
     constraint = build_constraint(model, grammar_request, fmt)
     assert constraint is not None
-    processor = GrammarProcessor(constraint)
+    processor = GrammarProcessor(constraint, llg_tokenizer(model))
     prompt = [1, 2, 3]
     ids = model.tokenizer.encode(text, add_special_tokens=False)
     vocab = len(model.tokenizer)
@@ -69,7 +69,8 @@ def test_schema_output_ends_on_eos(model: Any) -> None:
 
 def test_compact_json_only(model: Any) -> None:
     constraint = build_constraint(model, request(response_format=ResponseFormat(SCHEMA)), None)
-    processor = GrammarProcessor(constraint)  # type: ignore[arg-type]
+    assert constraint is not None
+    processor = GrammarProcessor(constraint, llg_tokenizer(model))
     processor(mx.array([1]), mx.zeros((1, len(model.tokenizer))))
     space = model.tokenizer.encode(" ", add_special_tokens=False)[0]
     assert space not in allowed_after(processor, len(model.tokenizer))

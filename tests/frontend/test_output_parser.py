@@ -7,7 +7,7 @@ import json
 import pytest
 from mlx_lm.tool_parsers import pythonic, qwen3_coder
 
-from mlx_manager.engine.output_parser import OutputParser
+from mlx_manager.frontend.output_parser import OutputParser
 from mlx_manager.models.tool_formats import _FAMILY_NATIVE as NATIVE
 from mlx_manager.models.tool_formats import HERMES_FALLBACK, ToolFormat, parse_llama3_json
 from mlx_manager.types import FinishReason, GenerationEvent, ToolCall, Usage

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from mlx_manager.engine.prompt import completion_budget
 from mlx_manager.errors import ContextLengthExceeded
+from mlx_manager.frontend.prompt import completion_budget
 
 
 def test_budget_defaults_to_rest_of_context_capped() -> None:

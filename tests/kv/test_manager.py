@@ -11,7 +11,7 @@ from tests.engine.factories import NAMESPACE, make_kv, make_seq
 def compute(kv: KVCacheManager, seq: Sequence, num_tokens: int) -> None:
     """What a step does for `seq`: its K/V for `num_tokens` more tokens are now written."""
     seq.num_computed_tokens += num_tokens
-    kv.cache_full_blocks(seq)
+    kv.cache_full_blocks(seq, seq.num_computed_tokens)
 
 
 def admit(kv: KVCacheManager, seq: Sequence) -> list[tuple[int, int]] | None:
@@ -71,6 +71,25 @@ def test_full_blocks_are_hashed_in_a_chain_once_computed() -> None:
     assert kv.pool.blocks[1].block_hash == h1
     assert kv.pool.blocks[2].block_hash == h2
     assert kv.pool.blocks[3].block_hash is None  # partial
+
+
+def test_only_written_blocks_of_known_tokens_are_hashed() -> None:
+    kv = make_kv()
+    seq = make_seq(num_prompt=7)
+    kv.allocate(seq, 7, [])
+    seq.num_computed_tokens = 7
+    seq.num_inflight_tokens = 1  # the token at position 7 is sampled, its value not known yet
+    kv.allocate(seq, 1)  # the next step computes position 7, fed from the device
+    seq.num_computed_tokens = 8
+    kv.cache_full_blocks(seq, 4)  # a step wrote positions 0-3
+    assert [b.block_id for b in kv.pool.blocks if b.block_hash is not None] == [1]
+    kv.cache_full_blocks(seq, 8)  # block 2 is written, but position 7's value is unknown
+    assert kv.pool.blocks[2].block_hash is None
+    seq.append_token(50)
+    seq.num_inflight_tokens = 0
+    kv.cache_full_blocks(seq, 8)
+    h1 = block_hash(None, [100, 101, 102, 103], NAMESPACE)
+    assert kv.pool.blocks[2].block_hash == block_hash(h1, [104, 105, 106, 50], NAMESPACE)
 
 
 def test_prefix_hit_on_a_running_request_shares_its_blocks() -> None:

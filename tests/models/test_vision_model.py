@@ -7,12 +7,13 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageDraw
 
-from mlx_manager.engine.prompt import vision_prompt_text
 from mlx_manager.engine.request import EngineRequest
 from mlx_manager.engine.serial_engine import SerialModelEngine
+from mlx_manager.engine.vision_runner import VisionRunner
+from mlx_manager.frontend.prompt import vision_prompt_text
 from mlx_manager.models.detection import ModelType
 from mlx_manager.models.loaded import LoadedModel
-from mlx_manager.models.vision_model import VisionRunner, build_inputs, load_vision_model
+from mlx_manager.models.vision_model import build_inputs, load_vision_model
 from mlx_manager.types import (
     ChatMessage,
     FinishReason,

@@ -10,13 +10,13 @@ from typing import Any, cast
 import pytest
 
 from mlx_manager.config import PoolConfig
+from mlx_manager.engine.commands import LoadResult, ModelCost
 from mlx_manager.errors import ModelBusy, ModelLoadFailed, NotFound, PoolFull
+from mlx_manager.models.card import ModelCard
 from mlx_manager.models.detection import ModelType
-from mlx_manager.models.loaded import LoadedModel
 from mlx_manager.pool.budget import Limits
 from mlx_manager.pool.catalog import Catalog, CatalogEntry
 from mlx_manager.pool.pool import ModelPool
-from mlx_manager.pool.resident import LoadResult, ModelCost
 
 IDS = ("a", "b", "c", "d", "bad", "vis")
 UNBOUNDED = Limits(None, None)
@@ -43,12 +43,12 @@ class FakeHost:
         await asyncio.sleep(self.delay)
         if entry.model_id == "bad":
             raise ModelLoadFailed("Loading the model 'bad' failed: corrupt safetensors")
-        model = cast(LoadedModel, entry.model_id)
-        return LoadResult(model, ModelCost(self.size, 0, self.size, self.delay))
+        card = cast(ModelCard, entry.model_id)
+        return LoadResult(card, ModelCost(self.size, 0, self.size, self.delay))
 
-    async def unload(self, model_id: str) -> LoadedModel | None:
+    async def unload(self, model_id: str) -> bool:
         self.unloads.append(model_id)
-        return cast(LoadedModel, model_id) if self.refuse else None
+        return not self.refuse
 
 
 def run(
@@ -206,7 +206,7 @@ def test_engine_refusing_an_unload_keeps_the_model_served() -> None:
         await use(pool, "a")
         await pool.unload("a")
         assert pool.is_loaded("a")
-        assert (await pool.acquire("a")).model == "a"
+        assert (await pool.acquire("a")).card == "a"
 
     run(test, host=FakeHost(refuse=True))
 

@@ -11,11 +11,12 @@ import pytest
 
 from mlx_manager.errors import InvalidRequest, RequestTooLarge
 from mlx_manager.models.detection import ModelType, detect_model_dir
-from mlx_manager.models.embedding_model import EmbeddingSpec, load_embedding_model
+from mlx_manager.models.embedding_model import load_embedding_model, pad
+from mlx_manager.models.embedding_spec import EmbeddingSpec
 from mlx_manager.models.families import detect_family
 from mlx_manager.models.loaded import LoadedModel
 from mlx_manager.services import embeddings
-from mlx_manager.services.embeddings import EmbeddingLimits, pad, plan_batches
+from mlx_manager.services.embeddings import EmbeddingLimits, plan_batches
 
 LIMITS = EmbeddingLimits(max_inputs=8, max_tokens=64)
 
@@ -92,13 +93,13 @@ def test_embed_texts_and_ids_alike_in_input_order() -> None:
 
 def test_dimensions_need_matryoshka_then_truncate_and_renormalize() -> None:
     with pytest.raises(InvalidRequest) as error:
-        embeddings.check_request(fake_model(), ["x"], 4, LIMITS)
+        embeddings.check_request(fake_model().card(), ["x"], 4, LIMITS)
     assert error.value.param == "dimensions"
-    embeddings.check_request(fake_model(), ["x"], 8, LIMITS)  # the full size is fine
+    embeddings.check_request(fake_model().card(), ["x"], 8, LIMITS)  # the full size is fine
     model = fake_model(matryoshka=True)
-    embeddings.check_request(model, ["x"], 2, LIMITS)
+    embeddings.check_request(model.card(), ["x"], 2, LIMITS)
     with pytest.raises(InvalidRequest):
-        embeddings.check_request(model, ["x"], 9, LIMITS)
+        embeddings.check_request(model.card(), ["x"], 9, LIMITS)
     result = embeddings.embed(model, ["aaa bb"], dimensions=2, truncate=False, limits=LIMITS)
     assert result.vectors.shape == (1, 2)
     np.testing.assert_allclose(np.linalg.norm(result.vectors, axis=1), 1.0, atol=1e-6)
@@ -107,16 +108,16 @@ def test_dimensions_need_matryoshka_then_truncate_and_renormalize() -> None:
 def test_limits_and_truncation() -> None:
     model = fake_model(max_tokens=4)
     with pytest.raises(InvalidRequest) as many:
-        embeddings.check_request(model, ["x"] * 9, None, LIMITS)
+        embeddings.check_request(model.card(), ["x"] * 9, None, LIMITS)
     assert "--max-embedding-inputs" in many.value.message
     with pytest.raises(InvalidRequest) as long:
-        embeddings.tokenize(model, ["a b c"], False, LIMITS)
+        embeddings.tokenize(model.card(), ["a b c"], False, LIMITS)
     assert long.value.code == "context_length_exceeded" and "input[0]" in long.value.message
-    assert embeddings.tokenize(model, ["a b c"], True, LIMITS) == [[1, 1, 1, 2]]
+    assert embeddings.tokenize(model.card(), ["a b c"], True, LIMITS) == [[1, 1, 1, 2]]
     with pytest.raises(RequestTooLarge):
-        embeddings.tokenize(model, ["a b"] * 8, False, EmbeddingLimits(8, 20))
+        embeddings.tokenize(model.card(), ["a b"] * 8, False, EmbeddingLimits(8, 20))
     with pytest.raises(InvalidRequest) as vocab:
-        embeddings.tokenize(model, [[100]], False, LIMITS)
+        embeddings.tokenize(model.card(), [[100]], False, LIMITS)
     assert "vocabulary" in vocab.value.message
 
 
@@ -124,7 +125,7 @@ def test_text_model_is_refused() -> None:
     model = fake_model()
     model.embedding = None
     with pytest.raises(InvalidRequest) as error:
-        embeddings.check_request(model, ["x"], None, LIMITS)
+        embeddings.check_request(model.card(), ["x"], None, LIMITS)
     assert error.value.param == "model"
 
 

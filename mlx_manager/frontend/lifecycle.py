@@ -1,0 +1,25 @@
+"""Where the server is in its start-up, and the 503 every model-facing call gives meanwhile."""
+
+from __future__ import annotations
+
+import enum
+
+from mlx_manager.errors import ModelLoading
+
+
+class EngineState(enum.StrEnum):
+    STARTING = "starting"
+    LOADING = "loading"
+    READY = "ready"
+    FAILED = "failed"
+
+
+class Lifecycle:
+    def __init__(self) -> None:
+        self.state = EngineState.STARTING
+        self.load_error: str | None = None
+
+    def check_started(self) -> None:
+        """503 (retry shortly) until the start-up models are resolved and the pool started."""
+        if self.state in (EngineState.STARTING, EngineState.LOADING):
+            raise ModelLoading("models are still loading; retry shortly", retry_after_s=2)

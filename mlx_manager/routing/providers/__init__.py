@@ -1,0 +1,1 @@
+"""Generation providers behind the generation service; each yields `GenerationEvent`s."""

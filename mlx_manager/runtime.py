@@ -1,0 +1,121 @@
+"""The composition root: Settings -> engine thread, model pool, services, generation seam.
+
+Everything the API serves is built here, once, from its own slice of the settings; the routes
+reach the parts through `app.state.runtime`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from mlx_manager.config import Settings
+from mlx_manager.engine.commands import MlxMemory
+from mlx_manager.engine.core import EngineSnapshot
+from mlx_manager.engine.loop import EngineThread
+from mlx_manager.frontend.admission import Admission
+from mlx_manager.frontend.client import EngineClient
+from mlx_manager.frontend.lifecycle import EngineState, Lifecycle
+from mlx_manager.frontend.model_host import EngineModelHost
+from mlx_manager.models.sources import ModelSpec
+from mlx_manager.pool.catalog import CatalogEntry, build_catalog
+from mlx_manager.pool.pool import ModelPool
+from mlx_manager.routing.aliases import AliasTable
+from mlx_manager.routing.providers.local import LocalProvider
+from mlx_manager.routing.service import GenerationService
+from mlx_manager.services.embedding_service import EmbeddingService
+from mlx_manager.services.model_gate import ModelGate
+from mlx_manager.services.transcription import TranscriptionService
+from mlx_manager.types import ModelInfo
+
+
+class Runtime:
+    def __init__(self, settings: Settings) -> None:
+        engine_config, models_config = settings.engine(), settings.models()
+        self._pool_config = settings.pool()
+        self._models_config = models_config
+        self.thread = EngineThread(engine_config)
+        self.host = EngineModelHost(self.thread, engine_config, models_config)
+        self.pool = ModelPool(self._pool_config, self.host)
+        self.lifecycle = Lifecycle()
+        self.admission = Admission(self.thread.snapshot, engine_config.max_waiting_requests)
+        self.aliases = AliasTable.parse(settings.server().model_aliases)
+        self.client = EngineClient(
+            self.thread,
+            self.pool,
+            self.lifecycle,
+            self.admission,
+            engine_config,
+            settings.vision(),
+        )
+        self.generation = GenerationService(LocalProvider(self.client), self.aliases)
+        gate = ModelGate(self.pool, self.lifecycle, self.admission, self.aliases.resolve)
+        self.embeddings = EmbeddingService(self.host.execute, gate, engine_config)
+        self.transcription = TranscriptionService(self.host.execute, gate)
+
+    @property
+    def state(self) -> EngineState:
+        return self.lifecycle.state
+
+    @property
+    def load_error(self) -> str | None:
+        return self.lifecycle.load_error
+
+    async def start(self, specs: list[ModelSpec]) -> None:
+        """Start the engine thread, build the catalog, and load the startup models.
+
+        Every `--model` is resolved (downloaded or converted if need be) now; the pinned
+        models and then the `--model`s are loaded as far as the pool's limits allow without
+        evicting (with no limits: all of them, as before the pool).
+        """
+        self.thread.start()
+        self.lifecycle.state = EngineState.LOADING
+        try:
+            configured = await self.host.resolve(specs)
+            pool = self._pool_config
+            catalog = await asyncio.to_thread(
+                build_catalog,
+                configured,
+                pool.model_dirs,
+                pool.scan_hf_cache,
+                self._models_config.context_length,
+            )
+            await self.pool.start(catalog, [spec.model_id for spec in specs])
+        except Exception as exc:
+            self.lifecycle.state = EngineState.FAILED
+            self.lifecycle.load_error = f"{type(exc).__name__}: {exc}"
+            raise
+        self.lifecycle.state = EngineState.READY
+
+    async def stop(self) -> None:
+        await self.pool.stop()
+        await asyncio.to_thread(self.thread.stop)
+
+    def snapshot(self) -> EngineSnapshot:
+        return self.thread.snapshot()
+
+    async def memory(self) -> MlxMemory:
+        """MLX's allocator counters, read on the engine thread."""
+        return await self.host.memory()
+
+    def model_infos(self) -> list[ModelInfo]:
+        """Every model that may be served, loaded or not."""
+        return [self._info(entry) for entry in self.pool.catalog.entries()]
+
+    def model_info(self, name: str) -> ModelInfo:
+        """One model by name or alias: 404 if unknown."""
+        self.lifecycle.check_started()
+        return self._info(self.pool.entry(self.aliases.resolve(name)))
+
+    def _info(self, entry: CatalogEntry) -> ModelInfo:
+        resident = self.pool.resident(entry.model_id)
+        return ModelInfo(
+            entry.model_id,
+            entry.created,
+            entry.context_length,
+            entry.family,
+            str(entry.path),
+            model_type=entry.model_type.value,
+            size_bytes=entry.size_bytes,
+            loaded=self.pool.is_loaded(entry.model_id),
+            pinned=resident is not None and resident.pinned,
+        )

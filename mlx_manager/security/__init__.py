@@ -1,0 +1,1 @@
+"""Who is asking: principals (accounts, API keys and their checks come with the auth work)."""
