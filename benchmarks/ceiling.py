@@ -26,51 +26,61 @@ EOS must not end a sequence early (--eos-modes; several run one after the other)
 from __future__ import annotations
 
 import argparse
-import gc
-import json
-import platform
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import mlx.core as mx
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from load_sweep import BAN_BIAS, PromptBuilder
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: benchmarks.lib
+from benchmarks.lib.engine_build import free_mlx
+from benchmarks.lib.machine import basic_info
+from benchmarks.lib.models import read_config
+from benchmarks.lib.output import logger, timestamp, write_json
+from benchmarks.lib.prompts import PromptBuilder, ban_processors
+
+log = logger("ceiling")
+EOS_MODES = ("nostop", "processor", "keep")
 
 
 class NoStopTokenizer:
     """The tokenizer with an empty EOS list: `batch_generate` stops only at max_tokens."""
 
     def __init__(self, tokenizer: Any) -> None:
-        self._tokenizer = tokenizer
+        self.tokenizer = tokenizer
 
     @property
     def eos_token_ids(self) -> list[int]:
         return []
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._tokenizer, name)
+        return getattr(self.tokenizer, name)
 
 
-def log(message: str) -> None:
-    print(f"[ceiling] {message}", file=sys.stderr, flush=True)
+@dataclass(slots=True)
+class Setup:
+    """The loaded model and what every batch shares."""
+
+    model: Any
+    tokenizer: Any
+    builder: PromptBuilder
+    banned: list[int]
+    args: argparse.Namespace
+    started: float
 
 
 def run_batch(
-    model: Any,
-    tokenizer: Any,
-    prompts: list[list[int]],
-    args: argparse.Namespace,
-    processors: list[Any] | None,
+    setup: Setup, tokenizer: Any, prompts: list[list[int]], processors: list[Any] | None
 ) -> dict[str, Any]:
+    """One timed `batch_generate` call over `prompts`."""
     from mlx_lm.generate import batch_generate
 
-    batch = len(prompts)
+    args = setup.args
     kwargs: dict[str, Any] = {
-        "completion_batch_size": args.completion_batch_size or batch,
+        "completion_batch_size": args.completion_batch_size or len(prompts),
         "prefill_batch_size": args.prefill_batch_size,
         "prefill_step_size": args.prefill_step_size,
     }
@@ -79,22 +89,16 @@ def run_batch(
     mx.synchronize()
     start = time.perf_counter()
     response = batch_generate(
-        model,
-        tokenizer,
-        prompts,
-        max_tokens=args.max_tokens,
-        return_token_ids=True,
-        **kwargs,
+        setup.model, tokenizer, prompts, max_tokens=args.max_tokens, return_token_ids=True, **kwargs
     )
     mx.synchronize()
     wall = time.perf_counter() - start
     lengths = [len(ids) for ids in response.token_ids or []]
-    tokens = sum(lengths)
     stats = response.stats
     return {
         "wall_s": wall,
-        "generated_tokens": tokens,
-        "tok_s": tokens / wall,
+        "generated_tokens": sum(lengths),
+        "tok_s": sum(lengths) / wall,
         "short_sequences": sum(1 for n in lengths if n < args.max_tokens),
         "min_length": min(lengths) if lengths else 0,
         "mlx_prompt_tps": stats.prompt_tps,
@@ -105,7 +109,100 @@ def run_batch(
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+def measure_batch(setup: Setup, eos_mode: str, batch: int) -> dict[str, Any]:
+    """A warm-up call (compiles the shapes), then --runs timed calls, fresh prompts each."""
+    tokenizer = NoStopTokenizer(setup.tokenizer) if eos_mode == "nostop" else setup.tokenizer
+    processors = ban_processors(setup.banned) if eos_mode == "processor" else None
+    tokens = setup.args.prompt_tokens
+
+    def prompts(tag: str) -> list[list[int]]:
+        return [setup.builder.ids(tokens, f"ceiling:{tag}:{batch}:{i}") for i in range(batch)]
+
+    warm = run_batch(setup, tokenizer, prompts("warm"), processors)
+    runs = [
+        run_batch(setup, tokenizer, prompts(f"run{r}"), processors) for r in range(setup.args.runs)
+    ]
+    entry = {
+        "batch_size": batch,
+        "eos_mode": eos_mode,
+        "tok_s": statistics.median(r["tok_s"] for r in runs),
+        "runs": runs,
+        "warmup": warm,
+    }
+    per_run = ", ".join(f"{r['tok_s']:,.1f}" for r in runs)
+    log(
+        f"batch {batch} ({eos_mode}): {entry['tok_s']:,.1f} tok/s (runs {per_run}; "
+        f"warm-up {warm['tok_s']:,.1f}); mlx generation "
+        f"{runs[-1]['mlx_generation_tps']:,.1f} tok/s, prompt "
+        f"{runs[-1]['mlx_prompt_tps']:,.1f} tok/s; short {runs[-1]['short_sequences']}"
+    )
+    return entry
+
+
+def measure(setup: Setup, eos_modes: list[str], batch_sizes: list[int]) -> list[dict[str, Any]]:
+    """Every batch size in every EOS mode, until --budget-s is spent."""
+    results: list[dict[str, Any]] = []
+    budget = setup.args.budget_s
+    for eos_mode in eos_modes:
+        for batch in batch_sizes:
+            spent = time.perf_counter() - setup.started
+            if budget is not None and results and spent > budget:
+                skipped = f"budget spent ({spent:.0f}s)"
+                results.append({"batch_size": batch, "eos_mode": eos_mode, "skipped": skipped})
+                log(f"batch {batch} ({eos_mode}): skipped, budget spent")
+                continue
+            results.append(measure_batch(setup, eos_mode, batch))
+            free_mlx()
+    return results
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    lines = [
+        f"{'batch':>6} {'eos mode':>10} {'tok/s':>10} {'mlx gen tok/s':>14} "
+        f"{'mlx prompt tok/s':>17} {'wall s':>7}"
+    ]
+    for entry in results:
+        head = f"{entry['batch_size']:>6} {entry['eos_mode']:>10}"
+        if "skipped" in entry:
+            lines.append(f"{head} skipped: {entry['skipped']}")
+            continue
+        last = entry["runs"][-1]
+        lines.append(
+            f"{head} {entry['tok_s']:>10,.1f} {last['mlx_generation_tps']:>14,.1f} "
+            f"{last['mlx_prompt_tps']:>17,.1f} {last['wall_s']:>7.2f}"
+        )
+    return "\n".join(lines)
+
+
+def result_json(
+    setup: Setup, eos_modes: list[str], load_s: float, results: list[dict[str, Any]], text: str
+) -> dict[str, Any]:
+    args = setup.args
+    config = read_config(args.model)
+    shape_keys = ("hidden_size", "num_hidden_layers", "vocab_size", "torch_dtype")
+    return {
+        "benchmark": "ceiling",
+        "time": timestamp(),
+        "machine": basic_info(),
+        "model": {"path": str(args.model), **{k: config.get(k) for k in shape_keys}},
+        "settings": {
+            "prompt_tokens": args.prompt_tokens,
+            "max_tokens": args.max_tokens,
+            "runs": args.runs,
+            "eos_modes": eos_modes,
+            "banned_ids": setup.banned,
+            "prefill_batch_size": args.prefill_batch_size,
+            "completion_batch_size": args.completion_batch_size or "batch size",
+            "prefill_step_size": args.prefill_step_size,
+            "sampler": "greedy (mlx-lm default)",
+        },
+        "load_s": load_s,
+        "batches": results,
+        "table": text,
+    }
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=(__doc__ or "").split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -128,130 +225,32 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=None, help="JSON results file")
     args = parser.parse_args(argv)
-    batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
-    eos_modes = [m.strip() for m in args.eos_modes.split(",") if m.strip()]
-    if not eos_modes or set(eos_modes) - {"nostop", "processor", "keep"}:
+    args.batch_list = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
+    args.eos_list = [m.strip() for m in args.eos_modes.split(",") if m.strip()]
+    if not args.eos_list or set(args.eos_list) - set(EOS_MODES):
         parser.error(f"--eos-modes: {args.eos_modes!r}")
+    return args
 
+
+def main(argv: list[str] | None = None) -> int:
     import mlx_lm
-    from mlx_lm.sample_utils import make_logits_processors
 
+    args = parse_args(argv)
     started = time.perf_counter()
     builder = PromptBuilder(args.model)
-    banned = builder.eos_ids()
     loaded = mlx_lm.load(str(args.model))
-    model, base_tokenizer = loaded[0], loaded[1]
+    setup = Setup(loaded[0], loaded[1], builder, builder.eos_ids(), args, started)
     load_s = time.perf_counter() - started
     log(
         f"{args.model} on {mx.default_device()}, loaded in {load_s:.1f}s; prompts "
-        f"{args.prompt_tokens} tokens, max_tokens {args.max_tokens}, eos modes {eos_modes} "
-        f"(ids {banned})"
+        f"{args.prompt_tokens} tokens, max_tokens {args.max_tokens}, eos modes {args.eos_list} "
+        f"(ids {setup.banned})"
     )
-
-    results: list[dict[str, Any]] = []
-    for eos_mode in eos_modes:
-        tokenizer = NoStopTokenizer(base_tokenizer) if eos_mode == "nostop" else base_tokenizer
-        processors = None
-        if eos_mode == "processor":
-            processors = make_logits_processors(logit_bias=dict.fromkeys(banned, BAN_BIAS))
-        for batch in batch_sizes:
-            spent = time.perf_counter() - started
-            if args.budget_s is not None and results and spent > args.budget_s:
-                results.append(
-                    {
-                        "batch_size": batch,
-                        "eos_mode": eos_mode,
-                        "skipped": f"budget spent ({spent:.0f}s)",
-                    }
-                )
-                log(f"batch {batch} ({eos_mode}): skipped, budget spent")
-                continue
-
-            def prompts(tag: str, batch: int = batch) -> list[list[int]]:
-                return [
-                    builder.ids(args.prompt_tokens, f"ceiling:{tag}:{batch}:{i}")
-                    for i in range(batch)
-                ]
-
-            warm = run_batch(model, tokenizer, prompts("warm"), args, processors)
-            runs = [
-                run_batch(model, tokenizer, prompts(f"run{r}"), args, processors)
-                for r in range(args.runs)
-            ]
-            entry = {
-                "batch_size": batch,
-                "eos_mode": eos_mode,
-                "tok_s": statistics.median(r["tok_s"] for r in runs),
-                "runs": runs,
-                "warmup": warm,
-            }
-            results.append(entry)
-            per_run = ", ".join(f"{r['tok_s']:,.1f}" for r in runs)
-            log(
-                f"batch {batch} ({eos_mode}): {entry['tok_s']:,.1f} tok/s (runs {per_run}; "
-                f"warm-up {warm['tok_s']:,.1f}); mlx generation "
-                f"{runs[-1]['mlx_generation_tps']:,.1f} tok/s, prompt "
-                f"{runs[-1]['mlx_prompt_tps']:,.1f} tok/s; short {runs[-1]['short_sequences']}"
-            )
-            gc.collect()
-            mx.clear_cache()
-
-    lines = [
-        f"{'batch':>6} {'eos mode':>10} {'tok/s':>10} {'mlx gen tok/s':>14} "
-        f"{'mlx prompt tok/s':>17} {'wall s':>7}"
-    ]
-    for entry in results:
-        if "skipped" in entry:
-            lines.append(
-                f"{entry['batch_size']:>6} {entry['eos_mode']:>10} skipped: {entry['skipped']}"
-            )
-            continue
-        last = entry["runs"][-1]
-        lines.append(
-            f"{entry['batch_size']:>6} {entry['eos_mode']:>10} {entry['tok_s']:>10,.1f} "
-            f"{last['mlx_generation_tps']:>14,.1f} {last['mlx_prompt_tps']:>17,.1f} "
-            f"{last['wall_s']:>7.2f}"
-        )
-    table = "\n".join(lines)
-    print(table)
+    results = measure(setup, args.eos_list, args.batch_list)
+    text = table(results)
+    print(text)
     if args.out:
-        import mlx_lm as mlx_lm_module
-
-        config = json.loads((args.model / "config.json").read_text(encoding="utf-8"))
-        result = {
-            "benchmark": "ceiling",
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "machine": {
-                "platform": platform.platform(),
-                "python": platform.python_version(),
-                "mlx": getattr(mx, "__version__", "?"),
-                "mlx_lm": mlx_lm_module.__version__,
-                "default_device": str(mx.default_device()),
-            },
-            "model": {
-                "path": str(args.model),
-                **{
-                    k: config.get(k)
-                    for k in ("hidden_size", "num_hidden_layers", "vocab_size", "torch_dtype")
-                },
-            },
-            "settings": {
-                "prompt_tokens": args.prompt_tokens,
-                "max_tokens": args.max_tokens,
-                "runs": args.runs,
-                "eos_modes": eos_modes,
-                "banned_ids": banned,
-                "prefill_batch_size": args.prefill_batch_size,
-                "completion_batch_size": args.completion_batch_size or "batch size",
-                "prefill_step_size": args.prefill_step_size,
-                "sampler": "greedy (mlx-lm default)",
-            },
-            "load_s": load_s,
-            "batches": results,
-            "table": table,
-        }
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        write_json(args.out, result_json(setup, args.eos_list, load_s, results, text))
         log(f"wrote {args.out}")
     return 0
 

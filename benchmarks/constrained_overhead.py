@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -22,9 +24,11 @@ import mlx_lm
 from mlx_lm.generate import generate_step
 from mlx_lm.sample_utils import make_sampler
 
-from mlx_manager.engine.constraints import build_constraint
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: benchmarks.lib
+from benchmarks.lib.engine_build import CPU_FLOAT32_MAX_GB
+from benchmarks.lib.models import resolve_model
+from mlx_manager.frontend.constraints import build_constraint, llg_tokenizer
 from mlx_manager.models.cpu_precision import densify_for_cpu
-from mlx_manager.models.default_model import ensure_embedded_model
 from mlx_manager.models.families import CHATML
 from mlx_manager.runner.grammar import GrammarProcessor
 from mlx_manager.types import ChatMessage, GenerateRequest, ResponseFormat, SamplingParams
@@ -67,18 +71,8 @@ def decode_ms_per_token(model: Any, prompt: list[int], tokens: int, processors: 
     return (time.perf_counter() - start) * 1000 / count
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tokens", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument(
-        "--model", default="embedded", help="model dir (default: the embedded SmolLM2)"
-    )
-    args = parser.parse_args()
-    path = ensure_embedded_model() if args.model == "embedded" else args.model
-    model, tokenizer = mlx_lm.load(str(path))[:2]
-    densify_for_cpu(model, 2.0)
-    prompt = CHATML.render_prompt(tokenizer, [{"role": "user", "content": PROMPT}])
+def schema_constraint(tokenizer: Any) -> tuple[Any, Any]:
+    """The JSON-schema constraint a request with SCHEMA gets, and its model stand-in."""
     loaded = SimpleNamespace(tokenizer=tokenizer, stop_token_ids=CHATML.stop_token_ids(tokenizer))
     request = GenerateRequest(
         "bench",
@@ -89,16 +83,13 @@ def main() -> None:
     )
     constraint = build_constraint(loaded, request, None)  # type: ignore[arg-type]
     assert constraint is not None
-    decode_ms_per_token(model, prompt, 8, [])  # warm up
-    plain, constrained, mask = [], [], []
-    for _ in range(args.repeats):
-        plain.append(decode_ms_per_token(model, prompt, args.tokens, []))
-        timed = TimedProcessor(GrammarProcessor(constraint))
-        constrained.append(decode_ms_per_token(model, prompt, args.tokens, [timed]))
-        mask.append(timed.seconds * 1000 / timed.calls)
+    return constraint, loaded
+
+
+def report(plain: list[float], constrained: list[float], mask: list[float], tokens: int) -> None:
     # The fastest run of each is the least disturbed by other load on a shared CPU.
     p, c, m = (min(x) for x in (plain, constrained, mask))
-    print(f"tokens per run: {args.tokens}, repeats: {args.repeats} (best run of each)")
+    print(f"tokens per run: {tokens}, repeats: {len(plain)} (best run of each)")
     print(
         f"medians: {statistics.median(plain):.2f} / {statistics.median(constrained):.2f} ms/token"
     )
@@ -106,6 +97,28 @@ def main() -> None:
     print(f"constrained decode:   {c:7.2f} ms/token")
     print(f"overhead:             {c - p:7.2f} ms/token ({(c - p) / p * 100:+.1f}%)")
     print(f"grammar work alone:   {m:7.2f} ms/token (mask + apply, forward pass excluded)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--model", default="embedded", help="model dir (default: the embedded SmolLM2)"
+    )
+    args = parser.parse_args()
+    model, tokenizer = mlx_lm.load(str(resolve_model(args.model)))[:2]
+    densify_for_cpu(model, CPU_FLOAT32_MAX_GB)
+    prompt = CHATML.render_prompt(tokenizer, [{"role": "user", "content": PROMPT}])
+    constraint, loaded = schema_constraint(tokenizer)
+    decode_ms_per_token(model, prompt, 8, [])  # warm up
+    plain, constrained, mask = [], [], []
+    for _ in range(args.repeats):
+        plain.append(decode_ms_per_token(model, prompt, args.tokens, []))
+        timed = TimedProcessor(GrammarProcessor(constraint, llg_tokenizer(loaded)))
+        constrained.append(decode_ms_per_token(model, prompt, args.tokens, [timed]))
+        mask.append(timed.seconds * 1000 / timed.calls)
+    report(plain, constrained, mask, args.tokens)
 
 
 if __name__ == "__main__":

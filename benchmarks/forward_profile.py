@@ -23,16 +23,20 @@ Weights are those of the model directory (random weights of a real shape do).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
+import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import mlx.core as mx
 from mlx_lm import load
 from mlx_lm.models.cache import make_prompt_cache
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: benchmarks.lib
+from benchmarks.lib.output import write_json
 
 
 def median_ms(run: Callable[[], Any], runs: int, after: Callable[[], None] | None = None) -> float:
@@ -65,52 +69,78 @@ def compiled_mlp(layer: Any) -> Any:
     return _COMPILED[id(layer)]
 
 
-def op_timings(model: Any, m: int, cached: int, runs: int) -> dict[str, float]:
-    body = inner(model)
-    layers = body.layers
-    args = model.args
-    hidden = args.hidden_size
+@dataclass(slots=True)
+class Inputs:
+    """Random inputs of one forward of M tokens, in the model's dtype, evaluated."""
+
+    x: Any  # (1, M, hidden): a Linear layer's input
+    h: Any  # (1, M, intermediate): down_proj's input
+    q: Any  # (1, heads, M, head_dim)
+    kv: list[tuple[Any, Any]]  # per layer: keys and values over cached + M positions
+    scale: float
+    mask: str | None
+
+
+def make_inputs(model: Any, m: int, cached: int) -> Inputs:
+    layers, args = inner(model).layers, model.args
     heads = args.num_attention_heads
     kv_heads = getattr(args, "num_key_value_heads", heads)
-    head_dim = getattr(args, "head_dim", None) or hidden // heads
+    head_dim = getattr(args, "head_dim", None) or args.hidden_size // heads
     dtype = layers[0].self_attn.q_proj.weight.dtype
-    x = mx.random.normal((1, m, hidden)).astype(dtype)
-    inter = layers[0].mlp.down_proj.weight.shape[1]
-    h = mx.random.normal((1, m, inter)).astype(dtype)
-    q = mx.random.normal((1, heads, m, head_dim)).astype(dtype)
-    kv = [
-        (
-            mx.random.normal((1, kv_heads, cached + m, head_dim)).astype(dtype),
-            mx.random.normal((1, kv_heads, cached + m, head_dim)).astype(dtype),
-        )
-        for _ in layers
-    ]
-    mx.eval(x, h, q, kv)
+
+    def normal(*shape: int) -> Any:
+        return mx.random.normal(shape).astype(dtype)
+
+    x = normal(1, m, args.hidden_size)
+    h = normal(1, m, layers[0].mlp.down_proj.weight.shape[1])
+    q = normal(1, heads, m, head_dim)
+    kv_shape = (1, kv_heads, cached + m, head_dim)
+    inputs = Inputs(
+        x=x,
+        h=h,
+        q=q,
+        kv=[(normal(*kv_shape), normal(*kv_shape)) for _ in layers],
+        scale=head_dim**-0.5,
+        mask="causal" if m > 1 else None,
+    )
+    mx.eval(inputs.x, inputs.h, inputs.q, inputs.kv)
+    return inputs
+
+
+def op_calls(model: Any, i: Inputs) -> dict[str, Callable[[], Any]]:
+    """Each op of a forward, run over every layer at once (one call = one forward's worth)."""
+    body = inner(model)
+    layers = body.layers
     lm_head = model.lm_head if hasattr(model, "lm_head") else body.embed_tokens.as_linear
-    mask = "causal" if m > 1 else None
-    scale = head_dim**-0.5
+    x = i.x
 
     def each(fn: Callable[[Any], Any]) -> Callable[[], Any]:
         return lambda: [fn(layer) for layer in layers]
 
-    out = {
+    def sdpa() -> Any:
+        fast = mx.fast.scaled_dot_product_attention
+        return [fast(i.q, k, v, scale=i.scale, mask=i.mask) for k, v in i.kv]
+
+    return {
         "q_proj": each(lambda layer: layer.self_attn.q_proj(x)),
         "k_proj": each(lambda layer: layer.self_attn.k_proj(x)),
         "v_proj": each(lambda layer: layer.self_attn.v_proj(x)),
         "o_proj": each(lambda layer: layer.self_attn.o_proj(x)),
         "gate_proj": each(lambda layer: layer.mlp.gate_proj(x)),
         "up_proj": each(lambda layer: layer.mlp.up_proj(x)),
-        "down_proj": each(lambda layer: layer.mlp.down_proj(h)),
+        "down_proj": each(lambda layer: layer.mlp.down_proj(i.h)),
         "gate_transposed": each(lambda layer: (layer.mlp.gate_proj.weight @ x[0].T).T),
-        "sdpa": lambda: [
-            mx.fast.scaled_dot_product_attention(q, k, v, scale=scale, mask=mask) for k, v in kv
-        ],
+        "sdpa": sdpa,
         "mlp": each(lambda layer: layer.mlp(x)),
         "mlp compiled": each(lambda layer: compiled_mlp(layer)(x)),
         "lm_head all rows": lambda: lm_head(x),
         "lm_head last row": lambda: lm_head(x[:, -1:]),
     }
-    return {name: median_ms(fn, runs) for name, fn in out.items()}
+
+
+def op_timings(model: Any, m: int, cached: int, runs: int) -> dict[str, float]:
+    calls = op_calls(model, make_inputs(model, m, cached))
+    return {name: median_ms(fn, runs) for name, fn in calls.items()}
 
 
 def forward_ms(model: Any, m: int, cached: int, runs: int) -> float:
@@ -138,7 +168,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    model, _ = load(args.model)
+    model = load(args.model)[0]
     sizes = [int(t) for t in args.tokens.split(",")]
     results: dict[str, dict[str, float]] = {}
     print(f"{mx.default_device()}, {args.model}, cached {args.cached}")
@@ -151,13 +181,13 @@ def main() -> None:
     if args.out:
         record = {
             "device": str(mx.default_device()),
-            "mlx": mx.__version__,
+            "mlx": getattr(mx, "__version__", "?"),
             "model": args.model,
             "cached_tokens": args.cached,
             "runs": args.runs,
             "median_ms_per_forward": results,
         }
-        args.out.write_text(json.dumps(record, indent=2) + "\n")
+        write_json(args.out, record)
 
 
 if __name__ == "__main__":

@@ -19,9 +19,8 @@ splits B's TTFT into parts, each measured on its own, median over --runs fresh p
 from __future__ import annotations
 
 import argparse
-import json
-import random
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -29,33 +28,24 @@ from typing import Any
 import mlx.core as mx
 from mlx_lm.models.cache import make_prompt_cache
 
-from mlx_manager.config import load_settings
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: benchmarks.lib
+from benchmarks.lib.engine_build import (
+    first_token_s,
+    greedy,
+    load_server_model,
+    paged_engine,
+    request,
+)
+from benchmarks.lib.output import write_json
+from benchmarks.lib.prompts import random_ids
 from mlx_manager.engine.paged_engine import PagedModelEngine
-from mlx_manager.engine.request import EngineRequest
-from mlx_manager.kv.paged_storage import probe_kv_layout
-from mlx_manager.models.loaded import LoadedModel, load_text_model
-from mlx_manager.models.sources import ModelSpec
-from mlx_manager.types import SamplingParams
+from mlx_manager.models.loaded import LoadedModel
 
-GREEDY = SamplingParams(temperature=0.0)
+GREEDY = greedy()
 
 
 def ids_of(seed: str, n: int, vocab: int) -> list[int]:
-    rng = random.Random(seed)
-    return [rng.randrange(100, min(vocab, 30_000)) for _ in range(n)]
-
-
-def engine_ttft(engine: PagedModelEngine, rid: str, ids: list[int]) -> float:
-    """Seconds from `add` to the first event carrying a token; the request then runs out."""
-    start = time.perf_counter()
-    engine.add(EngineRequest(rid, "m", tuple(ids), GREEDY, 2))
-    first: float | None = None
-    while engine.has_work():
-        for event in engine.step():
-            if first is None and event.token_ids:
-                first = time.perf_counter() - start
-    assert first is not None, "no token"
-    return first
+    return random_ids(seed, n, 100, min(vocab, 30_000))
 
 
 def floor_ttft(model: Any, prompt: list[int], cache: list[Any] | None) -> float:
@@ -63,14 +53,18 @@ def floor_ttft(model: Any, prompt: list[int], cache: list[Any] | None) -> float:
     cache = cache if cache is not None else make_prompt_cache(model)
     start = time.perf_counter()
     logits = model(mx.array(prompt, dtype=mx.int32)[None], cache=cache)
-    int(mx.argmax(logits[0, -1]).item())
+    mx.argmax(logits[0, -1]).item()  # waits for the forward
     return time.perf_counter() - start
 
 
-def filled_cache(model: Any, prefix: list[int]) -> list[Any]:
+def filled_cache(model: Any, prefix: list[int], room: int) -> list[Any]:
+    """A KVCache holding `prefix`, with room for `room` more tokens (filled past the prefix
+    and trimmed back, so a timed forward never waits for the cache to grow its buffers)."""
     cache = make_prompt_cache(model)
     model(mx.array(prefix, dtype=mx.int32)[None], cache=cache)
     mx.eval([c.state for c in cache])
+    for layer_cache in cache:
+        layer_cache.trim(room)
     return cache
 
 
@@ -81,8 +75,25 @@ def tokenize_s(model: LoadedModel, ids: list[int]) -> float:
     return time.perf_counter() - start
 
 
+def one_run(
+    model: LoadedModel, engine: PagedModelEngine, args: argparse.Namespace, run: int
+) -> dict[str, float]:
+    """Every part's seconds for one fresh prefix."""
+    vocab, n_suffix = len(model.tokenizer), args.suffix_tokens
+    prefix = ids_of(f"prefix:{run}", args.prefix_tokens, vocab)
+    a = prefix + ids_of(f"a:{run}", n_suffix, vocab)
+    b = prefix + ids_of(f"b:{run}", n_suffix, vocab)
+    timings = {"tokenize": tokenize_s(model, a)}
+    timings["engine A"] = first_token_s(engine, request(f"a{run}", a, GREEDY, 2))
+    timings["engine B"] = first_token_s(engine, request(f"b{run}", b, GREEDY, 2))
+    timings["floor A"] = floor_ttft(model.model, a, None)
+    cache = filled_cache(model.model, prefix + ids_of(f"room:{run}", n_suffix, vocab), n_suffix)
+    timings["floor B"] = floor_ttft(model.model, ids_of(f"f:{run}", n_suffix, vocab), cache)
+    return timings
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--model", required=True)
     parser.add_argument("--prefix-tokens", type=int, default=2048)
     parser.add_argument("--suffix-tokens", type=int, default=32)
@@ -91,38 +102,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     path = Path(args.model)
-    model = load_text_model(ModelSpec("m", str(path)), path, None, 2.0)
-    layout = probe_kv_layout(model.model)
-    assert layout is not None, "not a paged model"
-    settings = load_settings({"kv_cache_gb": args.kv_gb}).engine()
-    engine = PagedModelEngine(model, layout, settings)
-    vocab = len(model.tokenizer)
+    model = load_server_model(path)
+    engine = paged_engine(model, kv_cache_gb=args.kv_gb)
     n_prefix, n_suffix = args.prefix_tokens, args.suffix_tokens
     print(f"{mx.default_device()}, {engine.describe()}, prefix {n_prefix} + suffix {n_suffix}")
-
+    one_run(model, engine, args, -1)  # warms every path and shape up
     parts: dict[str, list[float]] = {}
-
-    def add(name: str, seconds: float) -> None:
-        parts.setdefault(name, []).append(seconds * 1000)
-
-    for run in range(-1, args.runs):  # run -1 warms every path and shape up
-        prefix = ids_of(f"prefix:{run}", n_prefix, vocab)
-        a = prefix + ids_of(f"a:{run}", n_suffix, vocab)
-        b = prefix + ids_of(f"b:{run}", n_suffix, vocab)
-        timings = {"tokenize": tokenize_s(model, a)}
-        timings["engine A"] = engine_ttft(engine, f"a{run}", a)
-        timings["engine B"] = engine_ttft(engine, f"b{run}", b)
-        timings["floor A"] = floor_ttft(model.model, a, None)
-        # Filled past the prefix and trimmed back: the cache has room for the suffix, so the
-        # forward is timed without KVCache growing its buffers (a copy of the whole prefix).
-        cache = filled_cache(model.model, prefix + ids_of(f"room:{run}", n_suffix, vocab))
-        for layer_cache in cache:
-            layer_cache.trim(n_suffix)
-        timings["floor B"] = floor_ttft(model.model, ids_of(f"f:{run}", n_suffix, vocab), cache)
-        del cache
-        if run >= 0:
-            for name, seconds in timings.items():
-                add(name, seconds)
+    for run in range(args.runs):
+        for name, seconds in one_run(model, engine, args, run).items():
+            parts.setdefault(name, []).append(seconds * 1000)
     summary = {name: statistics.median(values) for name, values in parts.items()}
     for name, values in parts.items():
         runs = ", ".join(f"{v:.1f}" for v in values)
@@ -130,20 +118,15 @@ def main() -> None:
     ratio = summary["engine B"] / summary["engine A"]
     print(f"engine B/A {ratio:.3f}; floor B/A {summary['floor B'] / summary['floor A']:.3f}")
     if args.out:
-        args.out.write_text(
-            json.dumps(
-                {
-                    "device": str(mx.default_device()),
-                    "model": str(path),
-                    "prefix_tokens": n_prefix,
-                    "suffix_tokens": n_suffix,
-                    "median_ms": summary,
-                    "runs_ms": parts,
-                },
-                indent=2,
-            )
-            + "\n"
-        )
+        record = {
+            "device": str(mx.default_device()),
+            "model": str(path),
+            "prefix_tokens": n_prefix,
+            "suffix_tokens": n_suffix,
+            "median_ms": summary,
+            "runs_ms": parts,
+        }
+        write_json(args.out, record)
 
 
 if __name__ == "__main__":

@@ -12,57 +12,73 @@ first turns include the prefix tokenizer's own checks against a full encode.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import random
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from mlx_lm.utils import load_tokenizer
 
-from mlx_manager.models.default_model import ensure_embedded_model
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: benchmarks.lib
+from benchmarks.lib.models import resolve_model
+from benchmarks.lib.output import write_json
+from benchmarks.lib.stats import elapsed_ms
 from mlx_manager.models.prefix_tokenizer import CHECKED_ENCODES, PrefixTokenizer
 
 WORDS = ("a", "client", "asks", "why", "the", "server", "streams", "tokens", "so", "fast")
 
 
-def ms(start: float) -> float:
-    return (time.perf_counter() - start) * 1000
+def words(rng: random.Random, n: int) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(n))
+
+
+def time_turn(
+    tokenizer: Any, cache: PrefixTokenizer, messages: list[Any], turn: int
+) -> dict[str, Any]:
+    """The turn's prompt encoded in full and through the prefix cache (ids checked equal)."""
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    start = time.perf_counter()
+    full = list(tokenizer.encode(text, add_special_tokens=False))
+    full_ms = elapsed_ms(start)
+    start = time.perf_counter()
+    reused = cache.encode(text)
+    prefix_ms = elapsed_ms(start)
+    assert reused == full, f"turn {turn}: ids differ"
+    print(f"turn {turn}: {len(full)} tokens, full {full_ms:.1f} ms, prefix {prefix_ms:.1f} ms")
+    return {"turn": turn, "tokens": len(full), "full_ms": full_ms, "prefix_ms": prefix_ms}
+
+
+def conversation(
+    tokenizer: Any, cache: PrefixTokenizer, system_words: int, turns: int
+) -> list[dict[str, Any]]:
+    """A long system prompt, then `turns` user turns (each timed) and assistant replies."""
+    rng = random.Random(0)
+    messages = [{"role": "system", "content": words(rng, system_words)}]
+    rows = []
+    for turn in range(turns):
+        messages.append({"role": "user", "content": words(rng, 50)})
+        rows.append(time_turn(tokenizer, cache, messages, turn))
+        messages.append({"role": "assistant", "content": words(rng, 50)})
+    return rows
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--model", default="embedded")
     parser.add_argument("--system-words", type=int, default=20_000)
     parser.add_argument("--turns", type=int, default=10)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    path = ensure_embedded_model() if args.model == "embedded" else Path(args.model)
+    path = resolve_model(args.model)
     tokenizer: Any = load_tokenizer(path)
     start = time.perf_counter()
     cache = PrefixTokenizer.for_tokenizer(tokenizer)
-    build_ms = ms(start)
+    build_ms = elapsed_ms(start)
     assert cache is not None, "this tokenizer gets no prefix cache"
-    rng = random.Random(0)
-    system = " ".join(rng.choice(WORDS) for _ in range(args.system_words))
-    messages = [{"role": "system", "content": system}]
-    rows = []
-    for turn in range(args.turns):
-        messages.append({"role": "user", "content": " ".join(rng.choice(WORDS) for _ in range(50))})
-        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        start = time.perf_counter()
-        full = list(tokenizer.encode(text, add_special_tokens=False))
-        full_ms = ms(start)
-        start = time.perf_counter()
-        reused = cache.encode(text)
-        prefix_ms = ms(start)
-        assert reused == full, f"turn {turn}: ids differ"
-        rows.append({"turn": turn, "tokens": len(full), "full_ms": full_ms, "prefix_ms": prefix_ms})
-        print(f"turn {turn}: {len(full)} tokens, full {full_ms:.1f} ms, prefix {prefix_ms:.1f} ms")
-        reply = " ".join(rng.choice(WORDS) for _ in range(50))
-        messages.append({"role": "assistant", "content": reply})
+    rows = conversation(tokenizer, cache, args.system_words, args.turns)
     trusted = rows[CHECKED_ENCODES + 1 :]
     summary = {
         "machine": platform.platform(),
@@ -78,7 +94,7 @@ def main() -> None:
         f"prefix {summary['median_prefix_ms_after_checks']:.1f} ms (build {build_ms:.0f} ms)"
     )
     if args.out:
-        args.out.write_text(json.dumps(summary, indent=2) + "\n")
+        write_json(args.out, summary)
 
 
 if __name__ == "__main__":

@@ -14,14 +14,15 @@ import os
 import sys
 from pathlib import Path
 
-# The mlx_manager to run: single_stream.py names it (--src); else this checkout.
-sys.path.insert(
-    0, os.environ.get("BENCH_MLX_MANAGER_SRC") or str(Path(__file__).resolve().parents[1])
-)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: benchmarks.lib
+from benchmarks.lib import environment
 
-import mlx.core as mx
+# The mlx_manager to run: the benchmark names it (single_stream.py's --src); else this checkout.
+environment.use_source(Path(os.environ.get(environment.SRC_ENV) or environment.REPO))
 
-from mlx_manager import cli
+import mlx.core as mx  # noqa: E402
+
+from mlx_manager import cli  # noqa: E402
 
 PREFIX = "[serve_logging_device]"
 

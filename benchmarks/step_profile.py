@@ -32,9 +32,9 @@ import argparse
 import copy
 import cProfile
 import pstats
-import random
 import re
 import statistics
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -47,46 +47,28 @@ import mlx.core as mx
 from mlx_lm.generate import generate_step, generation_stream
 from mlx_lm.models.cache import make_prompt_cache
 
-from mlx_manager.config import load_settings
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: benchmarks.lib
+from benchmarks.lib.engine_build import greedy, load_server_model, paged_engine, request
+from benchmarks.lib.prompts import random_ids
+from benchmarks.lib.stats import Stopwatch, median_text
 from mlx_manager.engine.paged_engine import PagedModelEngine
-from mlx_manager.engine.request import EngineRequest
 from mlx_manager.kv.manager import KVCacheManager
-from mlx_manager.kv.paged_storage import probe_kv_layout
-from mlx_manager.models.loaded import LoadedModel, load_text_model
-from mlx_manager.models.sources import ModelSpec
-from mlx_manager.types import SamplingParams
+from mlx_manager.runner.request_sampler import RequestSampler
 
-GREEDY = SamplingParams(temperature=0.0)
+GREEDY = greedy()
+Prompts = list[tuple[int, ...]]
 
 
 def prompt(seed: int, length: int) -> tuple[int, ...]:
     """`length` random token ids, the same for the same seed (small enough for any vocabulary
     over 10k tokens)."""
-    rng = random.Random(seed)
-    return tuple(rng.randrange(10, 10_000) for _ in range(length))
-
-
-class Clock:
-    """Accumulates the time spent inside the wrapped calls."""
-
-    def __init__(self) -> None:
-        self.seconds = 0.0
-
-    def wrap(self, fn: Callable[..., Any]) -> Callable[..., Any]:
-        def timed(*args: Any, **kwargs: Any) -> Any:
-            start = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                self.seconds += time.perf_counter() - start
-
-        return timed
+    return tuple(random_ids(seed, length, 10, 10_000))
 
 
 @contextmanager
-def timed_async_eval() -> Iterator[Clock]:
+def timed_async_eval() -> Iterator[Stopwatch]:
     """Time every `mx.async_eval` call (module attribute: callers look it up at call time)."""
-    clock, original = Clock(), mx.async_eval
+    clock, original = Stopwatch(), mx.async_eval
     mx.async_eval = clock.wrap(original)
     try:
         yield clock
@@ -94,20 +76,20 @@ def timed_async_eval() -> Iterator[Clock]:
         mx.async_eval = original
 
 
+def add_all(engine: PagedModelEngine, tag: str, prompts: Prompts, max_tokens: int) -> None:
+    for n, ids in enumerate(prompts):
+        engine.add(request(f"{tag}-{n}", ids, GREEDY, max_tokens))
+
+
 def paged_round(
-    engine: PagedModelEngine,
-    rid: str,
-    prompts: list[tuple[int, ...]],
-    steps: int,
-    profiler: Any = None,
+    engine: PagedModelEngine, rid: str, prompts: Prompts, steps: int, profiler: Any = None
 ) -> tuple[float, float]:
     """(ms/step, build ms/step) of `steps` decode steps of a batch of `prompts`, after their
     prefill."""
-    for n, ids in enumerate(prompts):
-        engine.add(EngineRequest(f"{rid}-{n}", "m", ids, GREEDY, steps + 4))
+    add_all(engine, rid, prompts, steps + 4)
     engine.step()  # prefill
     engine.step()  # first decode
-    runner, waits = engine.runner, Clock()
+    runner, waits = engine.runner, Stopwatch()
     runner.collect = waits.wrap(runner.collect)  # type: ignore[method-assign]
     try:
         with timed_async_eval() as launches:
@@ -156,7 +138,7 @@ class MlxLmLoop:
             return mx.argmax(logprobs, axis=-1), logprobs.squeeze(0)
 
     def build_ms(self, steps: int) -> float:
-        waits = Clock()
+        waits = Stopwatch()
         item = waits.wrap(lambda y: y.item())
         with timed_async_eval() as launches:
             start = time.perf_counter()
@@ -172,33 +154,37 @@ class MlxLmLoop:
 
 
 def paged_graph_ms(
-    engine: PagedModelEngine, prompts: list[tuple[int, ...]], steps: int, rounds: int
+    engine: PagedModelEngine, vocab: int, prompts: Prompts, steps: int, rounds: int
 ) -> list[float]:
-    """Host ms to build one decode step (the runner's `launch`) with nothing
-    evaluated, so that no compute competes with it, per round. Each build starts from the
-    same evaluated state (the pools' arrays are restored through aliases: `copy.copy` shares
-    an array's data and adds no op). Leaves the engine unusable."""
-    for n, ids in enumerate(prompts):
-        engine.add(EngineRequest(f"graph-{n}", "m", ids, GREEDY, steps + 8))
+    """Host ms to build one decode step (the runner's `launch`) with nothing evaluated, so
+    that no compute competes with it, per round.
+
+    Each build starts from the same evaluated state: the pools' arrays are restored through
+    aliases (`copy.copy` shares an array's data and adds no op) and each launch runs on a
+    shallow copy of the runner as it stood (its last step's token ids feed the next step).
+    The samplers are greedy over `vocab` tokens, as the engine's own for these requests.
+    Leaves the engine unusable.
+    """
+    add_all(engine, "graph", prompts, steps + 8)
     for _ in range(3):
         engine.step()
     output = engine.scheduler.schedule()
-    samplers, runner, storage = engine._samplers, engine.runner, engine.storage
-    mx.eval(storage.keys, storage.values, runner._last_tokens)
-    keys, values = list(storage.keys), list(storage.values)
-    last = runner._last_tokens, runner._last_rows
-    original = mx.async_eval
+    samplers = {c.seq.request_id: RequestSampler(GREEDY, vocab) for c in output.chunks}
+    storage = engine.storage
+    mx.eval(storage.keys, storage.values)
+    mx.synchronize()  # the launched step's tokens too
+    keys, values, runner = list(storage.keys), list(storage.values), copy.copy(engine.runner)
+    original, times = mx.async_eval, []
     mx.async_eval = lambda *_: None
-    times = []
     try:
         for _ in range(rounds):
             elapsed = 0.0
             for _ in range(steps):
                 storage.keys[:] = [copy.copy(k) for k in keys]
                 storage.values[:] = [copy.copy(v) for v in values]
-                runner._last_tokens, runner._last_rows = last
+                fresh = copy.copy(runner)
                 start = time.perf_counter()
-                runner.launch(output, samplers)
+                fresh.launch(output, samplers)
                 elapsed += time.perf_counter() - start
             times.append(1000 * elapsed / steps)
     finally:
@@ -231,10 +217,9 @@ def count_ops(*arrays: mx.array) -> Counter[str]:
         return Counter(re.findall(r'label ="([^"]+)", shape=rectangle', dot.read_text()))
 
 
-def paged_ops(engine: PagedModelEngine, prompts: list[tuple[int, ...]]) -> Counter[str]:
+def paged_ops(engine: PagedModelEngine, prompts: Prompts) -> Counter[str]:
     """Primitives of one decode step of the paged engine (pool writes included)."""
-    for n, ids in enumerate(prompts):
-        engine.add(EngineRequest(f"ops-{n}", "m", ids, GREEDY, 8))
+    add_all(engine, "ops", prompts, 8)
     engine.step()
     engine.step()
     captured: list[Counter[str]] = []
@@ -260,11 +245,80 @@ def format_ops(ops: Counter[str]) -> str:
     return f"{sum(ops.values())} ({', '.join(f'{k} {v}' for k, v in ops.most_common())})"
 
 
-def median(values: list[float]) -> str:
-    return f"{statistics.median(values):.2f} ({', '.join(f'{v:.2f}' for v in values)})"
+class Bench:
+    """The loaded model, its paged engine and the prompts of each round."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.loaded = load_server_model(Path(args.model))
+        self.model = self.loaded.model
+        self.engine = paged_engine(self.loaded, kv_cache_gb=args.kv_gb)
+
+    def ids(self, n: int) -> tuple[int, ...]:  # a new prompt each round: no prefix-cache hits
+        return prompt(1000 * n, self.args.prompt_len)
+
+    def batch(self, n: int) -> Prompts:
+        seed = 0 if self.args.reuse_prompt else 1000 * n
+        return [prompt(seed + i, self.args.prompt_len) for i in range(self.args.batch)]
+
+    def sides(self) -> list[tuple[str, Callable[[int], tuple[float, ...]]]]:
+        """What each round times: the paged engine, mlx-lm, mlx-lm's loop's build time."""
+        args, model = self.args, self.model
+        runs: list[tuple[str, Callable[[int], tuple[float, ...]]]] = [
+            ("paged", lambda n: paged_round(self.engine, f"r{n}", self.batch(n), args.steps)),
+        ]
+        if not args.no_mlx_lm:
+            runs += [
+                ("mlx_lm", lambda n: (mlx_lm_round(model, self.ids(n), args.steps),)),
+                ("mlx_lm_loop", lambda n: (MlxLmLoop(model, self.ids(n)).build_ms(args.steps),)),
+            ]
+        return runs
 
 
-def main() -> None:
+def timed_rounds(bench: Bench) -> dict[str, list[float]]:
+    """Warm-ups, then --rounds rounds alternating the sides (none with --graph-only)."""
+    args = bench.args
+    paged_round(bench.engine, "warm", bench.batch(-1), 16)  # every code path once
+    if not args.no_mlx_lm:
+        mlx_lm_round(bench.model, bench.ids(-1), 16)
+    sides: dict[str, list[float]] = {}
+    for n in range(0 if args.graph_only else args.rounds):
+        for name, fn in bench.sides():
+            values = fn(n)
+            sides.setdefault(name, []).append(values[0])
+            if len(values) > 1:
+                sides.setdefault(f"{name}_build", []).append(values[1])
+    return sides
+
+
+def print_rounds(bench: Bench, sides: dict[str, list[float]]) -> None:
+    if sides:
+        print(f"paged engine  ms/step        {median_text(sides['paged'])}")
+        print(f"paged engine  build ms/step  {median_text(sides['paged_build'])}")
+    print(f"paged engine  graph ops      {format_ops(paged_ops(bench.engine, bench.batch(-2)))}")
+    if bench.args.no_mlx_lm:
+        return
+    loop = MlxLmLoop(bench.model, bench.ids(-2))
+    if sides:
+        print(f"mlx-lm        ms/step        {median_text(sides['mlx_lm'])}")
+        print(f"mlx-lm        build ms/step  {median_text(sides['mlx_lm_loop'])}")
+    print(f"mlx-lm        graph ops      {format_ops(count_ops(*loop.step(loop.y)))}")
+    if sides:
+        ratio = statistics.median(sides["mlx_lm"]) / statistics.median(sides["paged"])
+        print(f"paged speed / mlx-lm speed   {ratio:.2f}")
+
+
+def print_graph_only(bench: Bench) -> None:
+    """Last: graph building alone, nothing evaluated (leaves the engine unusable)."""
+    args, vocab = bench.args, len(bench.loaded.tokenizer)
+    graph = paged_graph_ms(bench.engine, vocab, bench.batch(-4), args.steps, args.rounds)
+    print(f"paged engine  graph-only ms  {median_text(graph)}")
+    if not args.no_mlx_lm:
+        graph = mlx_lm_graph_ms(bench.model, bench.ids(-4), args.steps, args.rounds)
+        print(f"mlx-lm        graph-only ms  {median_text(graph)}")
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", required=True)
     parser.add_argument("--steps", type=int, default=200)
@@ -286,67 +340,25 @@ def main() -> None:
     parser.add_argument("--no-mlx-lm", action="store_true")
     parser.add_argument("--graph-only", action="store_true", help="only graph ops and build ms")
     args = parser.parse_args()
-    if args.no_compact:
+    args.no_mlx_lm = args.no_mlx_lm or args.batch > 1
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    if args.no_compact:  # no engine setting turns compaction off: stub the manager's method
         KVCacheManager.compact = lambda *_, **__: None  # type: ignore[method-assign]
-    path = Path(args.model)
-    model: LoadedModel = load_text_model(ModelSpec("m", str(path)), path, None, 2.0)
-    layout = probe_kv_layout(model.model)
-    assert layout is not None
-    engine = PagedModelEngine(model, layout, load_settings({"kv_cache_gb": args.kv_gb}).engine())
-    print(f"{mx.default_device()}, {engine.describe()}, {args.steps} steps x {args.rounds} rounds")
-
-    def ids(n: int) -> tuple[int, ...]:  # a new prompt each round: no prefix-cache hits
-        return prompt(1000 * n, args.prompt_len)
-
-    def batch(n: int) -> list[tuple[int, ...]]:
-        seed = 0 if args.reuse_prompt else 1000 * n
-        return [prompt(seed + i, args.prompt_len) for i in range(args.batch)]
-
-    if args.batch > 1:
-        args.no_mlx_lm = True
-
-    # Warm-up: every code path and allocation once.
-    paged_round(engine, "warm", batch(-1), 16)
-    sides: dict[str, list[float]] = {}
-    runs: list[tuple[str, Callable[[int], tuple[float, ...]]]] = [
-        ("paged", lambda n: paged_round(engine, f"r{n}", batch(n), args.steps)),
-    ]
-    if not args.no_mlx_lm:
-        mlx_lm_round(model.model, ids(-1), 16)
-        runs += [
-            ("mlx_lm", lambda n: (mlx_lm_round(model.model, ids(n), args.steps),)),
-            ("mlx_lm_loop", lambda n: (MlxLmLoop(model.model, ids(n)).build_ms(args.steps),)),
-        ]
-    for n in range(0 if args.graph_only else args.rounds):
-        for name, fn in runs:
-            values = fn(n)
-            sides.setdefault(name, []).append(values[0])
-            if len(values) > 1:
-                sides.setdefault(f"{name}_build", []).append(values[1])
-    if sides:
-        print(f"paged engine  ms/step        {median(sides['paged'])}")
-        print(f"paged engine  build ms/step  {median(sides['paged_build'])}")
-    print(f"paged engine  graph ops      {format_ops(paged_ops(engine, batch(-2)))}")
-    if not args.no_mlx_lm:
-        loop = MlxLmLoop(model.model, ids(-2))
-        if sides:
-            print(f"mlx-lm        ms/step        {median(sides['mlx_lm'])}")
-            print(f"mlx-lm        build ms/step  {median(sides['mlx_lm_loop'])}")
-        print(f"mlx-lm        graph ops      {format_ops(count_ops(*loop.step(loop.y)))}")
-        if sides:
-            ratio = statistics.median(sides["mlx_lm"]) / statistics.median(sides["paged"])
-            print(f"paged speed / mlx-lm speed   {ratio:.2f}")
+    bench = Bench(args)
+    steps = f"{args.steps} steps x {args.rounds} rounds"
+    print(f"{mx.default_device()}, {bench.engine.describe()}, {steps}")
+    sides = timed_rounds(bench)
+    print_rounds(bench, sides)
     if not args.no_profile and not args.graph_only:
         profiler = cProfile.Profile()
-        ms, _ = paged_round(engine, "prof", batch(-3), args.steps, profiler)
+        ms, _ = paged_round(bench.engine, "prof", bench.batch(-3), args.steps, profiler)
         print(f"{ms:.2f} ms/step (profiled)")
         pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
-    # Last: graph building alone, nothing evaluated (leaves the engine unusable).
-    graph = paged_graph_ms(engine, batch(-4), args.steps, args.rounds)
-    print(f"paged engine  graph-only ms  {median(graph)}")
-    if not args.no_mlx_lm:
-        graph = mlx_lm_graph_ms(model.model, ids(-4), args.steps, args.rounds)
-        print(f"mlx-lm        graph-only ms  {median(graph)}")
+    print_graph_only(bench)
 
 
 if __name__ == "__main__":

@@ -21,15 +21,16 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import mlx.core as mx
 import soundfile
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: benchmarks.lib
+from benchmarks.lib.output import write_json
+from benchmarks.lib.server import ServerProcess
+from benchmarks.lib.stats import timed_runs
 from mlx_manager.models.speech_model import TranscriptionOptions, load_speech_model, transcribe
 from mlx_manager.models.whisper_convert import ensure_packaged_whisper
 from mlx_manager.services.audio import AudioLimits, decode_audio
@@ -52,16 +53,6 @@ def synthesize(text: str, out: Path) -> Path:
     return out
 
 
-def timed_runs(fn: Any, runs: int) -> list[float]:
-    fn()  # warm-up
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return times
-
-
 def in_process(model_dir: Path, wav: Path, runs: int, float32: bool) -> tuple[list[float], str]:
     model = load_speech_model("whisper", model_dir, 2.0 if float32 else 0.0)
     audio = decode_audio(wav.read_bytes(), AudioLimits(10**9, 10**6))
@@ -77,19 +68,16 @@ def in_process(model_dir: Path, wav: Path, runs: int, float32: bool) -> tuple[li
 def over_http(model_dir: Path, wav: Path, runs: int, log_dir: Path) -> list[float]:
     import openai
 
-    from tests.fixtures.server import ServerProcess
-
-    server = ServerProcess("--model", f"whisper={model_dir}", log_dir=log_dir).wait_ready()
-    try:
-        client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="x", timeout=600)
+    log_path = log_dir / "server.log"
+    with ServerProcess.manager(f"whisper={model_dir}", log_path, []) as server:
+        server.wait_health(240.0)
+        client = openai.OpenAI(base_url=f"{server.base}/v1", api_key="x", timeout=600)
 
         def once() -> None:
             with wav.open("rb") as f:
                 client.audio.transcriptions.create(model="whisper", file=f, temperature=0)
 
         return timed_runs(once, runs)
-    finally:
-        server.stop()
 
 
 def summary(times: list[float], seconds: float) -> dict[str, float]:
@@ -129,7 +117,7 @@ def main() -> None:
             result["http"] = http
     print(json.dumps(result, indent=2))
     if args.out:
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        write_json(args.out, result)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,184 @@
+"""A server under test as a child process: MLX Manager or mlx_lm.server on a free port.
+
+The child runs in its own process group (stopped as a group), logs to a file, and is ready
+once /health answers (MLX Manager) or a 1-token completion succeeds (any OpenAI server: the
+model is loaded).
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from benchmarks.lib.environment import BENCHMARKS, REPO, server_env
+from benchmarks.lib.output import logger
+from benchmarks.lib.processes import free_port, stop_group
+
+log = logger("server")
+
+
+def manager_command(
+    model: str | Path, port: int, extra: list[str], log_device: bool = False
+) -> list[str]:
+    """`python -m mlx_manager.cli serve --model DIR --port P [extra]`; with `log_device`
+    through serve_logging_device.py, whose first log line names the MLX device it uses."""
+    if log_device:
+        launcher = [str(BENCHMARKS / "serve_logging_device.py")]
+    else:
+        launcher = ["-m", "mlx_manager.cli"]
+    return [sys.executable, *launcher, "serve", "--model", str(model), "--port", str(port), *extra]
+
+
+def mlx_lm_command(model: Path, port: int, extra: list[str]) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "mlx_lm.server",
+        "--model",
+        str(model),
+        "--port",
+        str(port),
+        *extra,
+    ]
+
+
+class ServerProcess:
+    """A server child process; a context manager that stops it (and its group) on exit.
+
+    `cwd` is where it runs: `python -m mlx_manager.cli` imports mlx_manager from there first
+    (a `git archive` snapshot, say); `src` also puts that directory on its PYTHONPATH.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        command: list[str],
+        port: int,
+        log_path: Path,
+        cwd: Path = REPO,
+        src: Path | None = None,
+    ) -> None:
+        self.name, self.command, self.port, self.log_path = name, command, port, log_path
+        self.cwd = cwd
+        self.env = server_env(src) if src is not None else None
+        self.proc: subprocess.Popen[Any] | None = None
+        self.ready_s: float | None = None
+        self._started = time.monotonic()
+
+    @classmethod
+    def manager(
+        cls,
+        model: str | Path,
+        log_path: Path,
+        extra: list[str],
+        src: Path = REPO,
+        log_device: bool = False,
+    ) -> ServerProcess:
+        """MLX Manager serving `model` (a directory, or a `--model` spec such as `a=DIR`) on a
+        free port, importing mlx_manager from `src`."""
+        port = free_port()
+        command = manager_command(model, port, extra, log_device)
+        return cls("mlx_manager", command, port, log_path, cwd=src, src=src)
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def __enter__(self) -> ServerProcess:
+        log(f"starting {self.name}: {shlex.join(self.command)} (log {self.log_path})")
+        self._log = self.log_path.open("wb")
+        self._started = time.monotonic()
+        self.proc = subprocess.Popen(
+            self.command,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=self.cwd,
+            env=self.env,
+        )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None:
+            log(f"stopping {self.name} (pid {self.proc.pid})")
+            stop_group(self.proc)
+        self._log.close()
+
+    def log_tail(self, chars: int = 4000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:]
+
+    def logged_device(self) -> str | None:
+        """The MLX device serve_logging_device.py logged for the server process."""
+        found = re.search(r"default_device=(.+)", self.log_path.read_text(errors="replace"))
+        return found.group(1).strip() if found else None
+
+    def _check_alive(self) -> None:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise RuntimeError(
+                f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}"
+            )
+
+    def wait_health(self, timeout: float) -> list[str]:
+        """Poll MLX Manager's /health until 200; returns the served model ids."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._check_alive()
+            try:
+                response = httpx.get(self.base + "/health", timeout=2.0)
+                if response.status_code == 200:
+                    self.ready_s = time.monotonic() - self._started
+                    models: list[str] = response.json()["models"]
+                    return models
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.25)
+        raise RuntimeError(f"{self.name} not ready after {timeout:.0f}s")
+
+    def wait_completion(self, timeout: float, model: str | None) -> str | None:
+        """Until a 1-token completion succeeds (any OpenAI server, the model loaded).
+
+        Returns the model id to send (`model`, or the first of /v1/models), None if not ready.
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                self._check_alive()
+            except RuntimeError:
+                log(f"{self.name} exited; see {self.log_path}")
+                return None
+            try:
+                model = model or self._first_model()
+                if model is not None and self._probe(model):
+                    self.ready_s = time.monotonic() - self._started
+                    log(f"{self.name} ready after {self.ready_s:.1f}s")
+                    return model
+            except httpx.HTTPError:
+                pass
+            time.sleep(1.0)
+        log(f"{self.name} not ready after {timeout:.0f}s; see {self.log_path}")
+        return None
+
+    def _first_model(self) -> str | None:
+        response = httpx.get(self.base + "/v1/models", timeout=10)
+        data = response.json().get("data") if response.status_code == 200 else None
+        return str(data[0]["id"]) if data else None
+
+    def _probe(self, model: str) -> bool:
+        body = {"model": model, "prompt": "Hello", "max_tokens": 1, "stream": False}
+        response = httpx.post(self.base + "/v1/completions", json=body, timeout=120)
+        if response.status_code != 200:
+            log(f"{self.name} probe: {response.status_code} {response.text[:200]}")
+        return response.status_code == 200
