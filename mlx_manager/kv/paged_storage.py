@@ -145,15 +145,22 @@ class PagedKVStorage:
         )
 
     def copy_blocks(self, pairs: tuple[tuple[int, int], ...]) -> None:
-        """Copy-on-write: duplicate whole blocks src -> dst in every layer."""
+        """Copy-on-write: duplicate whole blocks src -> dst in every layer.
+
+        The source rows are evaluated before the scatter: a scatter whose update still reads
+        the pool it writes cannot update that pool in place, and MLX then copies the whole
+        pool (seconds on the CPU backend for a GB-sized pool, per layer). Copies are rare (a
+        prefix-cache hit, a compaction), so the wait for the step in flight costs little."""
         if not pairs:
             return
         size = self.block_size
         src = mx.array([s * size + i for s, _ in pairs for i in range(size)], dtype=mx.uint32)
         dst = mx.array([d * size + i for _, d in pairs for i in range(size)], dtype=mx.uint32)
         for pools in (self.keys, self.values):
+            rows = [pool[:, :, src] for pool in pools]
+            mx.eval(rows)
             for i, pool in enumerate(pools):
-                pool[:, :, dst] = pool[:, :, src]
+                pool[:, :, dst] = rows[i]
                 pools[i] = pool
 
     def views(self, meta: StepMeta) -> list[PagedLayerCache]:

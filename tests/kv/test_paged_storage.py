@@ -4,6 +4,7 @@ scatter and a gather; both store and return exactly the K/V that were written.""
 from __future__ import annotations
 
 import mlx.core as mx
+import numpy as np
 import pytest
 from mlx_lm.models.base import create_causal_mask
 
@@ -111,3 +112,31 @@ def test_copy_blocks_duplicates_every_layer() -> None:
     store.copy_blocks(((2, 6),))
     for pool in store.keys + store.values:
         assert mx.array_equal(pool[:, :, 24:28], pool[:, :, 8:12])
+
+
+def test_copy_blocks_updates_the_pools_in_place() -> None:
+    """A copy must not duplicate whole pools: a scatter whose update still reads the pool it
+    writes copies that pool (seconds per GB on the CPU backend, at every prefix-cache hit).
+    Whether it does is a race with the stream's worker, lost whenever a step is in flight:
+    the test puts one there."""
+    store = PagedKVStorage(LAYOUT, num_blocks=20_000, block_size=BLOCK_SIZE)  # 2.5 MB pools
+    # Written pools (fresh ones are broadcast zeros, which any first write materializes).
+    store.keys = [mx.random.normal(pool.shape) for pool in store.keys]
+    store.values = [mx.random.normal(pool.shape) for pool in store.values]
+    pool_bytes = store.keys[0].nbytes
+    square = mx.random.normal((512, 512))
+    mx.eval(store.keys, store.values, square)
+    expected = [np.array(pool[:, :, 8:16]) for pool in store.keys + store.values]
+    for _ in range(3):
+        in_flight = square
+        for _ in range(8):
+            in_flight = in_flight @ square
+        mx.async_eval(in_flight)
+        mx.clear_cache()
+        mx.reset_peak_memory()
+        before = mx.get_active_memory()
+        store.copy_blocks(((2, 6), (3, 7)))
+        mx.eval(store.keys, store.values, in_flight)
+        assert mx.get_peak_memory() - before < pool_bytes // 4
+    for pool, rows in zip(store.keys + store.values, expected, strict=True):
+        assert np.array_equal(np.array(pool[:, :, 24:32]), rows)
