@@ -10,6 +10,7 @@ limits) is used here: the weights stay on the engine thread.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections.abc import AsyncIterator
 
@@ -119,6 +120,9 @@ class EngineClient:
         self._default_max_tokens = engine_config.default_max_tokens
         self._vision = vision_config
         self._image_policy = image_policy(vision_config)
+        # Engine ids are minted here: a client's x-request-id is only echoed, since gateways
+        # reuse one on retries and the engine keys its streams by id.
+        self._engine_ids = itertools.count(1)
 
     async def submit(self, request: GenerateRequest) -> RequestStream:
         """Validate, load the model if need be, tokenize and queue.
@@ -205,7 +209,7 @@ class EngineClient:
             self._default_max_tokens,
         )
         engine_request = EngineRequest(
-            request.request_id,
+            f"{request.request_id}#{next(self._engine_ids)}",
             card.model_id,
             tuple(prompt_ids),
             prepared.sampling,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx
 import openai
+import pytest
 
 from tests.conftest import MODEL
 from tests.fixtures.server import ServerProcess
@@ -39,3 +40,31 @@ def test_request_id_echoed_and_minted(server: ServerProcess) -> None:
 def test_queue_stats(server: ServerProcess) -> None:
     stats = httpx.get(f"{server.base_url}/v1/queue/stats").json()
     assert {"running", "waiting", "generated_tokens", "aborted_requests"} <= set(stats)
+
+
+@pytest.mark.timeout(90)  # the bug hangs the first stream: fail, not wait
+def test_reused_request_id_does_not_cross_streams(server: ServerProcess) -> None:
+    """Gateways reuse x-request-id on retries: two requests in flight with one id must both
+    finish (the engine once keyed its streams by it and left the first hanging)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def ask(word: str) -> httpx.Response:
+        body = {
+            "model": MODEL,
+            "messages": [{"role": "user", "content": f"Say {word}."}],
+            "max_tokens": 8,
+            "stream": True,
+        }
+        headers = {"x-request-id": "retry-1"}
+        return httpx.post(
+            f"{server.base_url}/v1/chat/completions", json=body, headers=headers, timeout=60
+        )
+
+    with ThreadPoolExecutor(2) as pool:
+        replies = list(pool.map(ask, ["yes", "no"]))
+    for reply in replies:
+        assert reply.status_code == 200
+        assert reply.headers["x-request-id"] == "retry-1"
+        assert reply.text.rstrip().endswith("data: [DONE]")
+    stats = httpx.get(f"{server.base_url}/v1/queue/stats").json()
+    assert stats["running"] == 0
