@@ -156,9 +156,10 @@ class PagedKVStorage:
         size = self.block_size
         src = mx.array([s * size + i for s, _ in pairs for i in range(size)], dtype=mx.uint32)
         dst = mx.array([d * size + i for _, d in pairs for i in range(size)], dtype=mx.uint32)
-        for pools in (self.keys, self.values):
-            rows = [pool[:, :, src] for pool in pools]
-            mx.eval(rows)
+        every_pool = (self.keys, self.values)
+        sources = [[pool[:, :, src] for pool in pools] for pools in every_pool]
+        mx.eval(sources)  # one wait for every layer's K and V
+        for pools, rows in zip(every_pool, sources, strict=True):
             for i, pool in enumerate(pools):
                 pool[:, :, dst] = rows[i]
                 pools[i] = pool

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import httpx
 import openai
 import pytest
@@ -46,7 +48,6 @@ def test_queue_stats(server: ServerProcess) -> None:
 def test_reused_request_id_does_not_cross_streams(server: ServerProcess) -> None:
     """Gateways reuse x-request-id on retries: two requests in flight with one id must both
     finish (the engine once keyed its streams by it and left the first hanging)."""
-    from concurrent.futures import ThreadPoolExecutor
 
     def ask(word: str) -> httpx.Response:
         body = {
