@@ -37,7 +37,7 @@ class Runtime:
         self.host = EngineModelHost(self.thread, engine_config, models_config)
         self.pool = ModelPool(self._pool_config, self.host)
         self.lifecycle = Lifecycle()
-        self.admission = Admission(self.thread.snapshot, engine_config.max_waiting_requests)
+        self.admission = Admission(engine_config.max_waiting_requests, self.thread.queued)
         self.aliases = AliasTable.parse(settings.server().model_aliases)
         self.client = EngineClient(
             self.thread,

@@ -72,6 +72,11 @@ class EngineThread:
         self._thread = threading.Thread(target=self._run, name="mlx-engine", daemon=True)
         self._snapshot = self._core.snapshot()
         self._snapshot_at = time.monotonic()
+        # Submits are counted on both sides (one writer each) so `queued` also sees requests
+        # still in the inbox or taken in since the last snapshot.
+        self._submits_sent = 0  # event loop side
+        self._submits_taken = 0  # engine thread side
+        self._published: tuple[EngineSnapshot, int] = (self._snapshot, 0)
         self._switch = SwitchInterval(config.gil_switch_interval_ms / 1000)
 
     def start(self) -> None:
@@ -82,6 +87,7 @@ class EngineThread:
         self._thread.join(timeout)
 
     def submit(self, request: EngineRequest, subscriber: Subscriber) -> None:
+        self._submits_sent += 1
         self._inbox.put(_Submit(request, subscriber))
 
     def abort(self, request_id: str) -> None:
@@ -96,6 +102,13 @@ class EngineThread:
     def snapshot(self) -> EngineSnapshot:
         """The last snapshot the engine thread published (read without locking it)."""
         return self._snapshot
+
+    def queued(self) -> int:
+        """Submitted requests not yet running: those the last snapshot counts as waiting plus
+        every submit it has not seen. Never less than the truth, though the snapshot lags.
+        Call it from the thread that submits."""
+        snapshot, submits_seen = self._published
+        return snapshot.waiting + self._submits_sent - submits_seen
 
     def _run(self) -> None:
         try:
@@ -131,10 +144,12 @@ class EngineThread:
         now = time.monotonic()
         if now - self._snapshot_at >= SNAPSHOT_PERIOD_S or not self._core.has_work():
             self._snapshot = self._core.snapshot()
+            self._published = (self._snapshot, self._submits_taken)  # one atomic store
             self._snapshot_at = now
 
     def _handle(self, message: object) -> None:
         if isinstance(message, _Submit):
+            self._submits_taken += 1
             self._subscribers[message.request.request_id] = message.subscriber
             self._core.add_request(message.request)
         elif isinstance(message, _Abort):

@@ -21,7 +21,7 @@ from mlx_manager.engine import commands as cmd
 from mlx_manager.engine.loop import EngineThread
 from mlx_manager.engine.request import EngineRequest
 from mlx_manager.errors import InvalidRequest
-from mlx_manager.frontend.admission import Admission
+from mlx_manager.frontend.admission import Admission, Slot
 from mlx_manager.frontend.lifecycle import Lifecycle
 from mlx_manager.frontend.output_parser import OutputParser
 from mlx_manager.frontend.preparation import PreparedRequest, prepare, tool_format_of
@@ -130,8 +130,12 @@ class EngineClient:
         Raises an ApiError before anything is queued. The stream holds a lease on the
         model until its final event.
         """
-        self._admission.check()
-        lease = await self._lease(request)
+        slot = self._admission.admit()  # before any await: a burst cannot overtake it
+        try:
+            lease = await self._lease(request)
+        except BaseException:
+            slot.release()
+            raise
         try:
             card = lease.card
             if card.model_type is ModelType.VISION:
@@ -142,24 +146,28 @@ class EngineClient:
                     self._vision.max_images_per_request,
                     self._vision_inputs(card.model_id),
                 )
-                return self._queue(request, lease, vision.prepared, vision.media)
+                return self._queue(request, lease, slot, vision.prepared, vision.media)
             # Rendering, tokenizing (~8 ms per 2,000 tokens) and compiling a grammar run in a
             # worker thread: on the event loop they would stall every other stream.
             prepared = await asyncio.to_thread(prepare, card, request)
-            return self._queue(request, lease, prepared)
+            return self._queue(request, lease, slot, prepared)
         except BaseException:
+            slot.release()
             lease.release()
             raise
 
     async def count_tokens(self, request: GenerateRequest) -> int:
-        """Prompt tokens of a request, rendered as `submit` would (tools included)."""
-        lease = await self._lease(request)
-        try:
-            card = lease.card
-            fmt = tool_format_of(card, request)
-            return len(await asyncio.to_thread(prompt_ids_for, card, request, fmt))
-        finally:
-            lease.release()
+        """Prompt tokens of a request, rendered as `submit` would (tools included).
+
+        Tokenizing costs like a prefill's preparation, so a count queues like one."""
+        with self._admission.side_request():
+            lease = await self._lease(request)
+            try:
+                card = lease.card
+                fmt = tool_format_of(card, request)
+                return len(await asyncio.to_thread(prompt_ids_for, card, request, fmt))
+            finally:
+                lease.release()
 
     async def _lease(self, request: GenerateRequest) -> Lease:
         """Check the model can generate text, load it if need be, and hold it."""
@@ -197,6 +205,7 @@ class EngineClient:
         self,
         request: GenerateRequest,
         lease: Lease,
+        slot: Slot,
         prepared: PreparedRequest,
         media: dict[str, object] | None = None,
     ) -> RequestStream:
@@ -219,4 +228,5 @@ class EngineClient:
         )
         stream = RequestStream(engine_request, self._thread, prepared.parser, lease)
         self._thread.submit(engine_request, stream)
+        slot.release()  # the engine counts it as queued from here (EngineThread.queued)
         return stream

@@ -1,0 +1,100 @@
+"""--max-waiting-requests holds under a burst: a slot is booked before the request awaits anything."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from tokenizers import Tokenizer
+
+from tests.fixtures.server import ServerProcess
+
+MAX_WAITING = 8
+BURST = 64
+
+
+@pytest.fixture(scope="module")
+def narrow(
+    tiny_model_dirs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    process = ServerProcess(
+        "--model",
+        f"tiny={tiny_model_dirs['llama']}",
+        "--max-waiting-requests",
+        str(MAX_WAITING),
+        "--max-num-seqs",
+        "1",
+        log_dir=tmp_path_factory.mktemp("narrow"),
+    )
+    try:
+        yield process.wait_ready()
+    finally:
+        process.stop()
+
+
+def _no_end_tokens(model_dir: Path) -> dict[str, int]:
+    """A logit_bias that keeps the random-weight model from ending its reply."""
+    tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    return {str(i): -100 for i in tokenizer.get_added_tokens_decoder()}
+
+
+async def _burst(base_url: str, model_dir: Path) -> list[httpx.Response]:
+    limits = httpx.Limits(max_connections=BURST + 1)
+    async with httpx.AsyncClient(base_url=base_url, timeout=120, limits=limits) as http:
+        # The one sequence slot (--max-num-seqs 1) stays busy for the whole burst, so no
+        # request of the burst can start: each one either waits or is shed.
+        long = {
+            "model": "tiny",
+            "max_tokens": 1900,
+            "stream": True,
+            "logit_bias": _no_end_tokens(model_dir),
+            "messages": [{"role": "user", "content": "Say something long."}],
+        }
+        async with http.stream("POST", "/v1/chat/completions", json=long) as running:
+            lines = running.aiter_lines()
+            await anext(lines)  # its first token: it is running
+            # Open every connection first, so the requests themselves arrive together.
+            await asyncio.gather(*(http.get("/health") for _ in range(BURST)))
+            # A longer prompt widens the time between arrival and the scheduler's queue.
+            prompt = [{"role": "user", "content": "word " * 600}]
+            short = {"model": "tiny", "max_tokens": 1, "messages": prompt}
+            return await asyncio.gather(
+                *(http.post("/v1/chat/completions", json=short) for _ in range(BURST))
+            )
+
+
+@pytest.mark.timeout(240)
+def test_a_burst_is_shed_beyond_max_waiting_requests(
+    narrow: ServerProcess, tiny_model_dirs: dict[str, Path]
+) -> None:
+    replies = asyncio.run(_burst(narrow.base_url, tiny_model_dirs["llama"]))
+    statuses = [r.status_code for r in replies]
+    shed = [r for r in replies if r.status_code == 503]
+    assert set(statuses) <= {200, 503}, statuses
+    assert statuses.count(200) == MAX_WAITING, statuses
+    assert all(r.headers.get("retry-after") for r in shed)
+    assert all(r.json()["error"]["code"] == "overloaded" for r in shed)
+
+
+def test_count_tokens_is_admitted_like_a_request(narrow: ServerProcess) -> None:
+    """count_tokens tokenizes like a prefill's preparation: it takes a slot too."""
+
+    async def burst() -> list[int]:
+        body = {"model": "tiny", "messages": [{"role": "user", "content": "x " * 20_000}]}
+        headers = {"anthropic-version": "2023-06-01"}
+        limits = httpx.Limits(max_connections=BURST)
+        async with httpx.AsyncClient(
+            base_url=narrow.base_url, timeout=120, limits=limits, headers=headers
+        ) as http:
+            await asyncio.gather(*(http.get("/health") for _ in range(BURST)))
+            replies = await asyncio.gather(
+                *(http.post("/v1/messages/count_tokens", json=body) for _ in range(BURST))
+            )
+        return [r.status_code for r in replies]
+
+    statuses = asyncio.run(burst())
+    assert set(statuses) <= {200, 529}, statuses
+    assert 529 in statuses, "a burst of counts was never shed"
