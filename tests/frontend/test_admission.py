@@ -29,7 +29,6 @@ def test_slots_count_with_the_engine_queue_and_release_once() -> None:
 
 def test_side_requests_hold_a_slot_while_they_run() -> None:
     admission = Admission(1, lambda: 0)
-    with admission.side_request():
-        with pytest.raises(Overloaded):
-            admission.admit()
+    with admission.side_request(), pytest.raises(Overloaded):
+        admission.admit()
     admission.admit()
