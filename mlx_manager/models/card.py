@@ -30,4 +30,6 @@ class ModelCard:
     embedding: EmbeddingSpec | None = None  # embeddings models: dimensions, limits
     # Chat prompts: reuses a recent prompt's ids for the shared start (None: not safe here).
     prompt_encoder: PrefixTokenizer | None = None
+    # Most text characters one token can cover (models/token_bounds.py); None: unknown.
+    max_token_chars: int | None = None
     created: int = field(default_factory=lambda: int(time.time()))

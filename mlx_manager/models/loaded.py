@@ -18,6 +18,7 @@ from mlx_manager.models.embedding_spec import EmbeddingSpec
 from mlx_manager.models.families import ChatFamily, detect_family
 from mlx_manager.models.prefix_tokenizer import PrefixTokenizer
 from mlx_manager.models.sources import ModelSpec, resolve_model_dir
+from mlx_manager.models.token_bounds import longest_token_chars
 
 FALLBACK_CONTEXT_LENGTH = 4096
 _CONTEXT_KEYS = (
@@ -45,6 +46,8 @@ class LoadedModel:
     processor: Any = None  # vision models: the transformers processor (image tokens, pixels)
     # Chat prompts: reuses a recent prompt's ids for the shared start (None: not safe here).
     prompt_encoder: PrefixTokenizer | None = None
+    # Most text characters one token can cover (models/token_bounds.py); None: unknown.
+    max_token_chars: int | None = None
 
     def card(self) -> ModelCard:
         """What the request side needs of this model: everything but the weights."""
@@ -58,6 +61,7 @@ class LoadedModel:
             model_type=self.model_type,
             embedding=self.embedding,
             prompt_encoder=self.prompt_encoder,
+            max_token_chars=self.max_token_chars,
             created=self.created,
         )
 
@@ -90,13 +94,15 @@ def load_text_model(
     model, tokenizer = loaded[0], loaded[1]
     densify_for_cpu(model, cpu_float32_max_gb)
     family = detect_family(config, spec.model_id)
+    context_length = context_override or context_length_of(config)
     return LoadedModel(
         model_id=spec.model_id,
         path=path,
         model=model,
         tokenizer=tokenizer,
         family=family,
-        context_length=context_override or context_length_of(config),
+        context_length=context_length,
         stop_token_ids=family.stop_token_ids(tokenizer),
-        prompt_encoder=PrefixTokenizer.for_tokenizer(tokenizer),
+        prompt_encoder=PrefixTokenizer.for_tokenizer(tokenizer, max_cached_tokens=context_length),
+        max_token_chars=longest_token_chars(tokenizer),
     )

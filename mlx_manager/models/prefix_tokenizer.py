@@ -50,11 +50,14 @@ class PrefixTokenizer:
         added_ids: frozenset[int],
         longest_added: int,
         full_encode: Callable[[str], list[int]],
+        max_cached_tokens: int | None = None,
     ) -> None:
         self._backend = backend
         self._added_ids = added_ids
         self._longest_added = longest_added
         self._full_encode = full_encode
+        # A prompt longer than the context is refused: keeping it would only hold memory.
+        self._max_cached_tokens = max_cached_tokens
         self._entries: list[_Entry] = []
         self._lock = threading.Lock()  # prompts are prepared on several worker threads
         self._checks_left = CHECKED_ENCODES
@@ -62,7 +65,9 @@ class PrefixTokenizer:
         self.reused_tokens = 0  # ids taken from the cache so far (for tests and logs)
 
     @classmethod
-    def for_tokenizer(cls, tokenizer: Any) -> PrefixTokenizer | None:
+    def for_tokenizer(
+        cls, tokenizer: Any, max_cached_tokens: int | None = None
+    ) -> PrefixTokenizer | None:
         """The cache for an mlx-lm TokenizerWrapper, or None where the rule above may not hold.
         Reads the pipeline's parts, not the whole serialized tokenizer (~1 ms, not ~100)."""
         hf = getattr(tokenizer, "_tokenizer", None)
@@ -93,7 +98,7 @@ class PrefixTokenizer:
         def full_encode(text: str) -> list[int]:
             return list(tokenizer.encode(text, add_special_tokens=False))
 
-        return cls(backend, frozenset(added), longest, full_encode)
+        return cls(backend, frozenset(added), longest, full_encode, max_cached_tokens)
 
     def encode(self, text: str) -> list[int]:
         backend = self._backend
@@ -117,6 +122,8 @@ class PrefixTokenizer:
             kept = bisect.bisect_left(base.cut_chars, cut_char)
             cuts = list(zip(base.cut_chars[:kept], base.cut_tokens[:kept], strict=True)) + cuts
             self.reused_tokens += cut_token
+        if self._max_cached_tokens is not None and len(ids) > self._max_cached_tokens:
+            return ids
         entry = _Entry(text, ids, [c for c, _ in cuts], [t for _, t in cuts])
         with self._lock:
             self._entries = [e for e in self._entries if e.text != text][-(MAX_ENTRIES - 1) :]

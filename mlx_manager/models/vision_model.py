@@ -28,6 +28,7 @@ from PIL.Image import Image
 from mlx_manager.models.detection import ModelType
 from mlx_manager.models.families import detect_family
 from mlx_manager.models.loaded import LoadedModel, context_length_of
+from mlx_manager.models.token_bounds import longest_token_chars
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +64,7 @@ def load_vision_model(model_id: str, path: Path, context_override: int | None) -
         stop_token_ids=family.stop_token_ids(tokenizer),
         model_type=ModelType.VISION,
         processor=processor,
+        max_token_chars=longest_token_chars(tokenizer),
     )
 
 

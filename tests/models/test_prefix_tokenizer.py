@@ -184,3 +184,16 @@ def fuzz(cache: PrefixTokenizer, encode: Any, pieces: list[str], rng: random.Ran
                 assert cache.encode(text) == encode(text)
                 compared += 1
     assert compared > 50 and cache.reused_tokens > 10_000
+
+
+def test_a_prompt_longer_than_the_context_is_not_kept(tokenizer: Any) -> None:
+    """A refused prompt must not stay cached: eight 4 MiB ones held ~1 GB."""
+    cache = PrefixTokenizer.for_tokenizer(tokenizer, max_cached_tokens=2000)
+    assert cache is not None
+    rng = random.Random(3)
+    long_text = chat_text([("user", words(rng, 3000))])
+    assert cache.encode(long_text) == full(tokenizer, long_text)
+    assert cache._entries == []
+    short = chat_text([("user", words(rng, 600))])
+    cache.encode(short)
+    assert [e.text for e in cache._entries] == [short]
