@@ -83,7 +83,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 budget = self.limits.max_header_bytes - self._header_bytes
                 if budget <= 0:
                     self._warn("request headers over %d bytes: 431", self.limits.max_header_bytes)
-                    self._refuse(431, "Request header fields too large.")
+                    if self._response_in_flight():  # a pipelined request: a 431 would corrupt it
+                        self.transport.close()
+                    else:
+                        self._refuse(431, "Request header fields too large.")
                     return
                 if self._timer is None:
                     self._arm(self.limits.header_timeout_s, self._header_timed_out)
@@ -116,8 +119,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _header_timed_out(self) -> None:
         self._timer = None
-        cycle = self.cycle
-        if self._header_bytes and (cycle is None or cycle.response_complete):
+        if self._header_bytes and not self._response_in_flight():
             self._refuse(408, "Request headers not received in time.")
         else:  # nothing asked yet, or a response in flight that a 408 would corrupt
             self.transport.close()
@@ -168,6 +170,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._arm(LINGER_S, self.transport.close)
         else:
             self.transport.close()
+
+    def _response_in_flight(self) -> bool:
+        return self.cycle is not None and not self.cycle.response_complete
 
     def _arm(self, delay: float, callback: Any) -> None:
         self._cancel_timer()

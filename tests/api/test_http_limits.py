@@ -61,6 +61,19 @@ def _read_until_closed(sock: socket.socket, timeout_s: float) -> tuple[bytes, fl
     return received, time.monotonic() - started
 
 
+def _read_response(sock: socket.socket) -> bytes:
+    """One Content-Length framed response, leaving the connection open."""
+    sock.settimeout(10)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+    while len(body) < length:
+        body += sock.recv(65536)
+    return data
+
+
 def _readable(sock: socket.socket, wait_s: float = 0.0) -> bool:
     return bool(select.select([sock], [], [], wait_s)[0])
 
@@ -122,6 +135,17 @@ def test_unfinished_headers_are_closed_with_408(guarded: ServerProcess, trickle:
     assert reply.startswith(b"HTTP/1.1 408 "), reply[:200]
     assert HEADER_TIMEOUT - 0.5 < elapsed < HEADER_TIMEOUT + SLACK, elapsed
     _models_ok(guarded)
+
+
+@pytest.mark.timeout(60)
+def test_keep_alive_idle_is_not_cut_by_the_header_timeout(guarded: ServerProcess) -> None:
+    request = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+    with _connect(guarded) as sock:
+        for _ in range(2):
+            sock.sendall(request)
+            assert _read_response(sock).startswith(b"HTTP/1.1 200 ")
+            # Idle between requests is --connection-idle-timeout's (5 s), not the header clock.
+            time.sleep(HEADER_TIMEOUT + 0.5)
 
 
 @pytest.mark.timeout(60)
