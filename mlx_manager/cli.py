@@ -164,7 +164,11 @@ def serve(args: argparse.Namespace) -> int:
     )
     import uvicorn
 
+    from mlx_manager.api.fd_limit import import_mlx_lm_keeping_fd_limit
+
+    import_mlx_lm_keeping_fd_limit()  # before anything else imports it
     from mlx_manager.api.app import create_app
+    from mlx_manager.api.http_server import uvicorn_config
 
     failure: list[str] = []
     server: uvicorn.Server | None = None
@@ -175,9 +179,7 @@ def serve(args: argparse.Namespace) -> int:
             server.should_exit = True
 
     app = create_app(settings, on_fatal=on_fatal)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level)
-    )
+    server = uvicorn.Server(uvicorn_config(app, settings.server()))
     try:
         server.run()
     except KeyboardInterrupt:  # uvicorn re-raises the signal after a clean shutdown

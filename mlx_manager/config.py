@@ -112,6 +112,36 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(
         16 * 1024 * 1024, ge=1024, description="Largest request body accepted (bytes); 413 above."
     )
+    max_header_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        description="Largest request line plus headers (bytes); 431 and close above, checked "
+        "as the bytes arrive, before authentication.",
+    )
+    header_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds a connection has to send a complete request line and headers "
+        "(counted from its first byte, or from connecting); 408 and close after.",
+    )
+    body_timeout: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds a request body may stall (no byte arriving) before the request "
+        "is ended with 408 and the connection closed.",
+    )
+    connection_idle_timeout: int = Field(
+        5,
+        ge=1,
+        description="Seconds a kept-alive HTTP connection may sit idle between requests.",
+    )
+    max_connections: int | None = Field(
+        None,
+        ge=1,
+        description="Most open HTTP connections; a connection beyond it gets 503 with "
+        "Retry-After and is closed. Default: 10000, or the open-file limit less headroom "
+        "for model files and sockets where that is lower.",
+    )
     max_audio_bytes: int = Field(
         25 * 1024 * 1024,
         ge=1024,
@@ -355,6 +385,11 @@ class ServerConfig(SubConfig):
     host: str = setting()
     port: int = setting()
     max_request_bytes: int = setting()
+    max_header_bytes: int = setting()
+    header_timeout: float = setting()
+    body_timeout: float = setting()
+    connection_idle_timeout: int = setting()
+    max_connections: int | None = setting()
     log_level: str = setting()
     api_key: str | None = setting()
     model_aliases: tuple[str, ...] = setting("model_alias")  # NAME=MODEL_ID
