@@ -6,8 +6,20 @@ as a 500 `InternalError` without a stack trace (the trace goes to the log).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, ClassVar
+
+# An absolute POSIX or Windows path (not the path part of a URL), up to its last component.
+_ABSOLUTE_PATH = re.compile(
+    r"(?<![\w.:/\\])(?:/|[A-Za-z]:\\)(?:[^\s/\\'\"(),;:]+[/\\])+([^\s/\\'\"(),;:]*)"
+)
+
+
+def without_paths(message: str) -> str:
+    """`message` with each absolute path cut to its last component: a message meant for a
+    client must not show the server's directory layout (the log keeps the full one)."""
+    return _ABSOLUTE_PATH.sub(lambda m: m.group(1) or "…", message)
 
 
 class ApiError(Exception):

@@ -7,11 +7,14 @@ reach the parts through `app.state.runtime`.
 from __future__ import annotations
 
 import asyncio
+import logging
+from pathlib import Path
 
 from mlx_manager.config import Settings
 from mlx_manager.engine.commands import MlxMemory
 from mlx_manager.engine.core import EngineSnapshot
 from mlx_manager.engine.loop import EngineThread
+from mlx_manager.errors import without_paths
 from mlx_manager.frontend.admission import Admission
 from mlx_manager.frontend.client import EngineClient
 from mlx_manager.frontend.lifecycle import EngineState, Lifecycle
@@ -26,6 +29,8 @@ from mlx_manager.services.embedding_service import EmbeddingService
 from mlx_manager.services.model_gate import ModelGate
 from mlx_manager.services.transcription import TranscriptionService
 from mlx_manager.types import ModelInfo
+
+log = logging.getLogger(__name__)
 
 
 class Runtime:
@@ -51,6 +56,7 @@ class Runtime:
         gate = ModelGate(self.pool, self.lifecycle, self.admission, self.aliases.resolve)
         self.embeddings = EmbeddingService(self.host.execute, gate, engine_config)
         self.transcription = TranscriptionService(self.host.execute, gate)
+        self._unresolved: dict[str, str] = {}
 
     @property
     def state(self) -> EngineState:
@@ -70,7 +76,7 @@ class Runtime:
         self.thread.start()
         self.lifecycle.state = EngineState.LOADING
         try:
-            configured = await self.host.resolve(specs)
+            configured = await self._resolve_each(specs)
             pool = self._pool_config
             catalog = await asyncio.to_thread(
                 build_catalog,
@@ -82,9 +88,30 @@ class Runtime:
             await self.pool.start(catalog, [spec.model_id for spec in specs])
         except Exception as exc:
             self.lifecycle.state = EngineState.FAILED
-            self.lifecycle.load_error = f"{type(exc).__name__}: {exc}"
+            self.lifecycle.load_error = f"{type(exc).__name__}: {without_paths(str(exc))}"
             raise
         self.lifecycle.state = EngineState.READY
+
+    @property
+    def failed_models(self) -> dict[str, str]:
+        """Start-up models that could not be resolved or loaded, with the reason."""
+        return {**self._unresolved, **self.pool.startup_failures}
+
+    async def _resolve_each(self, specs: list[ModelSpec]) -> list[tuple[str, Path]]:
+        """Each spec's directory; one that cannot be resolved is recorded in
+        `failed_models` and left out, unless none can (then start-up fails)."""
+        resolved: list[tuple[str, Path]] = []
+        first: Exception | None = None
+        for spec in specs:
+            try:
+                resolved += await self.host.resolve([spec])
+            except Exception as exc:
+                log.error("model %s is not served: %s", spec.model_id, exc)
+                self._unresolved[spec.model_id] = without_paths(str(exc))
+                first = first or exc
+        if first is not None and not resolved and not self._pool_config.model_dirs:
+            raise first
+        return resolved
 
     async def stop(self) -> None:
         await self.pool.stop()
