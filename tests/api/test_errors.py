@@ -145,3 +145,101 @@ def test_unknown_route_is_404_envelope(server: ServerProcess) -> None:
 def test_wrong_method_is_enveloped(server: ServerProcess) -> None:
     reply = httpx.get(f"{server.base_url}/v1/chat/completions")
     _assert_envelope(reply, 405)
+
+
+def _raw_post(server: ServerProcess, path: str, body: bytes) -> httpx.Response:
+    return httpx.post(
+        f"{server.base_url}{path}",
+        content=body.replace(b"MODEL", MODEL.encode()),
+        headers={"content-type": "application/json"},
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "param"),
+    [
+        (
+            "/v1/chat/completions",
+            b'{"model":"MODEL","messages":[{"role":"user","content":"a\\ud800"}],"max_tokens":1}',
+            "messages.0.content",
+        ),
+        (
+            "/v1/chat/completions",
+            b'{"model":"MODEL","messages":[{"role":"system","content":"\\udfff"},'
+            b'{"role":"user","content":"Hi"}],"max_tokens":1}',
+            "messages.0.content",
+        ),
+        (
+            "/v1/chat/completions",
+            b'{"model":"MODEL","messages":[{"role":"user","content":"Hi"},{"role":"assistant",'
+            b'"tool_calls":[{"id":"c","type":"function","function":{"name":"f",'
+            b'"arguments":"\\ud800"}}]},{"role":"tool","tool_call_id":"c","content":"x"}],'
+            b'"max_tokens":1}',
+            "messages.1.tool_calls.0.function.arguments",
+        ),
+        (
+            "/v1/chat/completions",
+            b'{"model":"MODEL","messages":[{"role":"user","content":"Hi"}],"stop":["\\ud800"],'
+            b'"max_tokens":1}',
+            "stop.0",
+        ),
+        (
+            "/v1/chat/completions",
+            b'{"model":"\\ud800","messages":[{"role":"user","content":"Hi"}],"max_tokens":1}',
+            "model",
+        ),
+        (
+            "/v1/chat/completions",  # a surrogate sent as raw UTF-8 bytes, not as an escape
+            b'{"model":"MODEL","messages":[{"role":"user","content":"\xed\xa0\x80"}]}',
+            "messages.0.content",
+        ),
+        ("/v1/completions", b'{"model":"MODEL","prompt":"\\ud800","max_tokens":1}', "prompt"),
+        (
+            "/v1/embeddings",
+            b'{"model":"MODEL","input":["\\ud800"]}',
+            "input.0",
+        ),
+    ],
+)
+def test_lone_surrogate_is_400_naming_the_parameter(
+    server: ServerProcess, path: str, body: bytes, param: str
+) -> None:
+    error = _assert_envelope(_raw_post(server, path, body), 400)
+    assert (error["param"], error["code"]) == (param, "invalid_unicode")
+
+
+@pytest.mark.parametrize(
+    ("body", "where"),
+    [
+        (
+            b'{"model":"MODEL","max_tokens":1,"messages":[{"role":"user","content":"\\ud800"}]}',
+            "'messages.0.content'",
+        ),
+        (
+            b'{"model":"MODEL","max_tokens":1,"system":"\\ud800",'
+            b'"messages":[{"role":"user","content":"Hi"}]}',
+            "'system'",
+        ),
+        (
+            b'{"model":"MODEL","max_tokens":1,"messages":[{"role":"user","content":"Hi"},'
+            b'{"role":"assistant","content":[{"type":"tool_use","id":"t","name":"f",'
+            b'"input":{"a":"\\ud800"}}]},{"role":"user","content":[{"type":"tool_result",'
+            b'"tool_use_id":"t","content":"x"}]}]}',
+            "'messages.1.content.0.input.a'",
+        ),
+    ],
+)
+def test_lone_surrogate_is_anthropic_400(server: ServerProcess, body: bytes, where: str) -> None:
+    reply = _raw_post(server, "/v1/messages", body)
+    assert reply.status_code == 400, reply.text
+    error = reply.json()
+    assert error["type"] == "error" and error["error"]["type"] == "invalid_request_error"
+    assert "surrogate" in error["error"]["message"] and where in error["error"]["message"]
+
+
+def test_surrogate_pair_is_text(server: ServerProcess) -> None:
+    body = (
+        b'{"model":"MODEL","messages":[{"role":"user","content":"\\ud83d\\ude00"}],"max_tokens":1}'
+    )
+    assert _raw_post(server, "/v1/chat/completions", body).status_code == 200
