@@ -113,9 +113,23 @@ def _messages(body: _PromptFields) -> tuple[ChatMessage, ...]:
         system = "\n".join(block.text for block in system)
     if system:
         out.append(ChatMessage("system", system))
+    last = len(body.messages) - 1
     for index, message in enumerate(body.messages):
+        if not message.content and not (index == last and message.role == "assistant"):
+            raise _empty_content(index)
         out.extend(_message(message, f"messages[{index}]"))
     return tuple(out)
+
+
+def _empty_content(index: int) -> InvalidRequest:
+    """Anthropic's own 400 (and its words): only a final assistant prefill may be empty; an
+    empty turn would otherwise vanish from the prompt, or leave none to render."""
+    return InvalidRequest(
+        f"messages.{index}: all messages must have non-empty content except for the optional "
+        "final assistant message",
+        param=f"messages.{index}.content",
+        code="invalid_value",
+    )
 
 
 def _message(message: MessageIn, where: str) -> list[ChatMessage]:
