@@ -12,6 +12,13 @@ from tests.fixtures.server import ServerProcess
 HI = [{"role": "user", "content": "Hi"}]
 
 
+def _nested(levels: int) -> dict[str, object]:
+    value: dict[str, object] = {}
+    for _ in range(levels):
+        value = {"a": value}
+    return value
+
+
 def _assert_envelope(reply: httpx.Response, status: int) -> dict[str, object]:
     assert reply.status_code == status, reply.text
     error = reply.json()["error"]
@@ -58,6 +65,7 @@ def test_unknown_parameter_is_named(client: openai.OpenAI) -> None:
         ({"stop": [""]}, "stop"),
         ({"logit_bias": {"abc": 1}}, "logit_bias"),
         ({"max_tokens": 0}, "max_tokens"),
+        ({"chat_template_kwargs": _nested(900)}, "chat_template_kwargs"),
     ],
 )
 def test_bad_parameters_are_400(
