@@ -58,6 +58,9 @@ class InvalidRequest(ApiError):
     status = 400
     openai_type = "invalid_request_error"
     anthropic_type = "invalid_request_error"
+    # OpenAI's code for a parameter whose value is wrong, the commonest 400; raisers name a
+    # more precise one (missing_required_parameter, invalid_type, ...) where there is one.
+    default_code = "invalid_value"
 
 
 class UnsupportedParameter(InvalidRequest):

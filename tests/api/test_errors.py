@@ -75,6 +75,7 @@ def test_bad_parameters_are_400(
     error = _assert_envelope(httpx.post(f"{server.base_url}/v1/chat/completions", json=body), 400)
     assert error["param"] == param
     assert error["type"] == "invalid_request_error"
+    assert error["code"], "every 400 names a code"
 
 
 def test_validation_is_400_not_422(server: ServerProcess) -> None:
@@ -251,3 +252,27 @@ def test_surrogate_pair_is_text(server: ServerProcess) -> None:
         b'{"model":"MODEL","messages":[{"role":"user","content":"\\ud83d\\ude00"}],"max_tokens":1}'
     )
     assert _raw_post(server, "/v1/chat/completions", body).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        (b'{"model": "MODEL"}', "missing_required_parameter"),
+        (b"{not json", "invalid_json"),
+        (b"[1, 2]", "invalid_json"),
+        (b'{"model": "MODEL", "messages": "Hi"}', "invalid_type"),
+        (b'{"model": "MODEL", "messages": []}', "empty_array"),
+        (b'{"model": "MODEL", "messages": [{"role": "wizard", "content": "x"}]}', "invalid_value"),
+        (
+            b'{"model": "MODEL", "messages": [{"role": "user", "content": "Hi"}], "top_k": -5}',
+            "integer_below_min_value",
+        ),
+        (  # not UTF-8
+            b'{"model": "MODEL", "messages": [{"role": "user", "content": "\xff"}]}',
+            "invalid_request_body",
+        ),
+    ],
+)
+def test_every_400_has_a_code(server: ServerProcess, body: bytes, code: str) -> None:
+    error = _assert_envelope(_raw_post(server, "/v1/chat/completions", body), 400)
+    assert error["code"] == code
