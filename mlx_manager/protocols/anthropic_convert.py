@@ -25,6 +25,7 @@ from mlx_manager.protocols.anthropic_schemas import (
     ToolUseBlock,
     _PromptFields,
 )
+from mlx_manager.protocols.stops import ANTHROPIC_MAX_STOPS, checked_stops
 from mlx_manager.protocols.template_kwargs import thinking_kwargs
 from mlx_manager.types import (
     ChatMessage,
@@ -48,9 +49,7 @@ _SKIPPED_BLOCKS = ("thinking", "redacted_thinking")
 
 
 def messages_request_to_internal(body: MessagesRequest, request_id: str) -> GenerateRequest:
-    stops = tuple(body.stop_sequences or ())
-    if any(s == "" for s in stops):
-        raise InvalidRequest("stop_sequences must not hold empty strings", param="stop_sequences")
+    stops = checked_stops(body.stop_sequences or (), "stop_sequences", ANTHROPIC_MAX_STOPS)
     sampling = SamplingParams(
         max_tokens=body.max_tokens,
         temperature=1.0 if body.temperature is None else body.temperature,

@@ -194,3 +194,11 @@ def test_empty_final_assistant_message_is_a_prefill(anthropic_client: anthropic.
         model=MODEL, max_tokens=1, messages=[*FRANCE, {"role": "assistant", "content": []}]
     )
     assert reply.stop_reason == "max_tokens"
+
+
+def test_too_many_stop_sequences_is_400(anthropic_client: anthropic.Anthropic) -> None:
+    with pytest.raises(anthropic.BadRequestError) as info:
+        anthropic_client.messages.create(
+            model=MODEL, max_tokens=1, messages=FRANCE, stop_sequences=["a"] * 30_000
+        )
+    assert "stop_sequences" in info.value.body["error"]["message"]  # type: ignore[index]

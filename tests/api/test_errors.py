@@ -63,6 +63,8 @@ def test_unknown_parameter_is_named(client: openai.OpenAI) -> None:
         ({"temperature": 3}, "temperature"),
         ({"top_logprobs": 2}, "top_logprobs"),
         ({"stop": [""]}, "stop"),
+        ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
+        ({"stop": ["a"] * 30_000}, "stop"),
         ({"logit_bias": {"abc": 1}}, "logit_bias"),
         ({"max_tokens": 0}, "max_tokens"),
         ({"chat_template_kwargs": _nested(900)}, "chat_template_kwargs"),
