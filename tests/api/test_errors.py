@@ -66,6 +66,7 @@ def test_unknown_parameter_is_named(client: openai.OpenAI) -> None:
         ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
         ({"stop": ["a"] * 30_000}, "stop"),
         ({"logit_bias": {"abc": 1}}, "logit_bias"),
+        ({"logit_bias": {"99999999": 1}}, "logit_bias"),  # outside the vocabulary
         ({"max_tokens": 0}, "max_tokens"),
         ({"chat_template_kwargs": _nested(900)}, "chat_template_kwargs"),
     ],
