@@ -10,6 +10,12 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 
+def shorten(text: str, limit: int = 256) -> str:
+    """Client input as echoed in a message: at most `limit` characters (an ellipsis marks a
+    cut), so a huge name does not come back whole in the error."""
+    return text if len(text) <= limit else f"{text[: limit - 1]}…"
+
+
 class ApiError(Exception):
     status: ClassVar[int] = 500
     anthropic_status_override: ClassVar[int | None] = None  # where Anthropic's status differs

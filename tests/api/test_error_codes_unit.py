@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mlx_manager.api.errors import validation_code
-from mlx_manager.errors import InvalidRequest
+from mlx_manager.errors import InvalidRequest, shorten
 
 
 @pytest.mark.parametrize(
@@ -32,3 +32,8 @@ def test_validation_codes(kind: str, value: object, code: str) -> None:
 def test_an_invalid_request_always_has_a_code() -> None:
     assert InvalidRequest("bad").code == "invalid_value"
     assert InvalidRequest("bad", code="invalid_json").code == "invalid_json"
+
+
+def test_shorten_cuts_long_input_with_an_ellipsis() -> None:
+    assert shorten("abc") == "abc" and shorten("x" * 256) == "x" * 256
+    assert shorten("x" * 1_000_000) == "x" * 255 + "…"

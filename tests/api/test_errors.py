@@ -279,3 +279,16 @@ def test_surrogate_pair_is_text(server: ServerProcess) -> None:
 def test_every_400_has_a_code(server: ServerProcess, body: bytes, code: str) -> None:
     error = _assert_envelope(_raw_post(server, "/v1/chat/completions", body), 400)
     assert error["code"] == code
+
+
+def test_long_model_name_is_400_and_never_echoed_whole(server: ServerProcess) -> None:
+    name = "x" * 100_000
+    body = {"model": name, "messages": HI, "max_tokens": 1}
+    error = _assert_envelope(httpx.post(f"{server.base_url}/v1/chat/completions", json=body), 400)
+    assert (error["param"], error["code"]) == ("model", "string_above_max_length")
+    assert len(str(error["message"])) < 1000
+    reply = httpx.post(f"{server.base_url}/v1/messages", json={**body, "messages": HI})
+    assert reply.status_code == 400 and len(reply.text) < 1000
+    # A path is no pydantic field: the 404 echoes the name cut to 256 characters.
+    error = _assert_envelope(httpx.get(f"{server.base_url}/v1/models/{'y' * 5000}"), 404)
+    assert "y" * 255 + "…" in str(error["message"]) and "y" * 256 not in str(error["message"])
