@@ -22,6 +22,12 @@ def without_paths(message: str) -> str:
     return _ABSOLUTE_PATH.sub(lambda m: m.group(1) or "…", message)
 
 
+def shorten(text: str, limit: int = 256) -> str:
+    """Client input as echoed in a message: at most `limit` characters (an ellipsis marks a
+    cut), so a huge name does not come back whole in the error."""
+    return text if len(text) <= limit else f"{text[: limit - 1]}…"
+
+
 class ApiError(Exception):
     status: ClassVar[int] = 500
     anthropic_status_override: ClassVar[int | None] = None  # where Anthropic's status differs
@@ -70,6 +76,9 @@ class InvalidRequest(ApiError):
     status = 400
     openai_type = "invalid_request_error"
     anthropic_type = "invalid_request_error"
+    # OpenAI's code for a parameter whose value is wrong, the commonest 400; raisers name a
+    # more precise one (missing_required_parameter, invalid_type, ...) where there is one.
+    default_code = "invalid_value"
 
 
 class UnsupportedParameter(InvalidRequest):

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from mlx_manager.config import PoolConfig
 from mlx_manager.engine.commands import LoadResult
-from mlx_manager.errors import ApiError, ModelBusy, ModelNotFound, NotFound, PoolFull
+from mlx_manager.errors import ApiError, ModelBusy, ModelNotFound, NotFound, PoolFull, shorten
 from mlx_manager.pool.budget import Limits, limits_for
 from mlx_manager.pool.catalog import Catalog, CatalogEntry
 from mlx_manager.pool.planner import RETRY_AFTER_S, over_budget, plan_eviction
@@ -117,7 +117,7 @@ class ModelPool:
             ids = self.catalog.ids()
             served = ", ".join(sorted(ids)[:20]) + (" ..." if len(ids) > 20 else "")
             raise ModelNotFound(
-                f"The model '{model_id}' does not exist or is not served here "
+                f"The model '{shorten(model_id)}' does not exist or is not served here "
                 f"(served: {served or 'none'}).",
                 param="model",
             )
