@@ -132,6 +132,12 @@ class ModelLoading(Overloaded):
     default_code = "model_loading"
 
 
+class ServerShuttingDown(Overloaded):
+    """The server is draining before it stops: retry (on another instance, or after it)."""
+
+    default_code = "server_shutting_down"
+
+
 class ModelLoadFailed(ApiError):
     status = 500
     default_code = "model_load_failed"

@@ -14,7 +14,7 @@ from mlx_manager.config import Settings
 from mlx_manager.engine.commands import MlxMemory
 from mlx_manager.engine.core import EngineSnapshot
 from mlx_manager.engine.loop import EngineThread
-from mlx_manager.errors import without_paths
+from mlx_manager.errors import ErrorInfo, ServerShuttingDown, without_paths
 from mlx_manager.frontend.admission import Admission
 from mlx_manager.frontend.client import EngineClient
 from mlx_manager.frontend.lifecycle import EngineState, Lifecycle
@@ -57,6 +57,7 @@ class Runtime:
         self.embeddings = EmbeddingService(self.host.execute, gate, engine_config)
         self.transcription = TranscriptionService(self.host.execute, gate)
         self._unresolved: dict[str, str] = {}
+        self._drain_timer: asyncio.TimerHandle | None = None
 
     @property
     def state(self) -> EngineState:
@@ -113,7 +114,37 @@ class Runtime:
             raise first
         return resolved
 
+    def drain(self, timeout_s: float) -> None:
+        """Shutdown has begun: new requests are refused (503/529); the requests in flight
+        may finish for `timeout_s`, then each still open ends with an error event, so a client
+        never takes a cut stream for a whole answer."""
+        if self.lifecycle.state in (EngineState.DRAINING, EngineState.FAILED):
+            return
+        self.lifecycle.state = EngineState.DRAINING
+        log.info(
+            "shutting down: %d request(s) in flight get %gs to finish",
+            self.client.in_flight,
+            timeout_s,
+        )
+        error = ErrorInfo.of(
+            ServerShuttingDown(
+                f"the server shut down before this request finished (after a {timeout_s:g}s "
+                "drain); retry it",
+                retry_after_s=5,
+            )
+        )
+        self._drain_timer = asyncio.get_running_loop().call_later(
+            timeout_s, self._end_open_streams, error
+        )
+
+    def _end_open_streams(self, error: ErrorInfo) -> None:
+        ended = self.client.fail_all(error)
+        if ended:
+            log.warning("ended %d request(s) still running at shutdown", ended)
+
     async def stop(self) -> None:
+        if self._drain_timer is not None:
+            self._drain_timer.cancel()
         await self.pool.stop()
         await asyncio.to_thread(self.thread.stop)
 
