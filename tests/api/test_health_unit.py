@@ -12,6 +12,7 @@ from mlx_manager.frontend.lifecycle import EngineState
 class _LoadingRuntime:
     state = EngineState.LOADING
     load_error = None
+    failed_models: dict[str, str] = {}
 
     def model_infos(self) -> list[object]:
         return []
