@@ -20,8 +20,10 @@ from mlx_manager.api.middleware import replay_body, send_error
 from mlx_manager.errors import InvalidRequest
 
 # A surrogate escape (\uD800-\uDFFF) or a UTF-8-encoded surrogate (ED A0-BF ..): a cheap scan
-# so that only bodies that may hold one are parsed here.
-_MAYBE_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")
+# so that only bodies that may hold one are parsed here. Two patterns, each with a literal
+# first byte the regex engine can skip to: as one alternation it scans ~10x slower (146 ms
+# against 17 ms on a 15 MiB body, on the event loop).
+_MAYBE_SURROGATE = (re.compile(rb"\\u[dD][89a-fA-F]"), re.compile(rb"\xed[\xa0-\xbf]"))
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -51,7 +53,7 @@ def lone_surrogate_path(value: Any, path: str = "") -> str | None:
 def surrogate_error(body: bytes) -> InvalidRequest | None:
     """The 400 for a JSON body holding a lone surrogate; None for any other body (an invalid
     one is left to the framework's own JSON error)."""
-    if not _MAYBE_SURROGATE.search(body):
+    if not any(pattern.search(body) for pattern in _MAYBE_SURROGATE):
         return None
     try:
         parsed = json.loads(body)

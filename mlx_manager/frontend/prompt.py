@@ -6,8 +6,12 @@ from jinja2 import TemplateError
 
 from mlx_manager.errors import ContextLengthExceeded, InvalidRequest
 from mlx_manager.frontend.chat_render import template_inputs
+from mlx_manager.frontend.prompt_size import (
+    refuse_by_length_or_prefix,
+    refuse_certainly_too_long,
+    refuse_text_too_long,
+)
 from mlx_manager.models.card import ModelCard
-from mlx_manager.models.token_bounds import min_tokens_for
 from mlx_manager.models.tool_formats import ToolFormat
 from mlx_manager.types import GenerateRequest
 
@@ -26,13 +30,15 @@ def prompt_ids_for(
             )
         return list(request.prompt_tokens)
     if request.messages is not None:
+        # Cheap checks first: the message texts alone, then the rendered prompt.
+        refuse_text_too_long(model, sum(len(m.content) for m in request.messages), "messages")
         # The template wrote any BOS itself: adding special tokens would double it.
         text = _chat_text(model, request, tool_format)
-        _refuse_text_too_long(model, text, "messages")
+        refuse_by_length_or_prefix(model, text, "messages")
         if model.prompt_encoder is not None:  # same ids, the start reused from a recent prompt
             return model.prompt_encoder.encode(text)
         return list(model.tokenizer.encode(text, add_special_tokens=False))
-    _refuse_text_too_long(model, request.prompt_text or "", "prompt")
+    refuse_by_length_or_prefix(model, request.prompt_text or "", "prompt")
     return list(model.tokenizer.encode(request.prompt_text or ""))
 
 
@@ -45,12 +51,14 @@ def vision_prompt_text(
     """
     if request.prompt_tokens is not None:
         return None
+    if request.messages is not None:
+        refuse_text_too_long(model, sum(len(m.content) for m in request.messages), "messages")
     text = (
         _chat_text(model, request, tool_format, content_parts=True)
         if request.messages is not None
         else request.prompt_text or ""
     )
-    _refuse_text_too_long(model, text, "messages" if request.messages is not None else "prompt")
+    refuse_text_too_long(model, len(text), "messages" if request.messages else "prompt")
     return text
 
 
@@ -74,26 +82,6 @@ def _chat_text(
         raise InvalidRequest(
             f"the model's chat template rejected these messages: {exc}", param="messages"
         ) from exc
-
-
-def _refuse_text_too_long(model: ModelCard, text: str, param: str) -> None:
-    """Refuse, before tokenizing it, a text that cannot fit whatever its tokens."""
-    refuse_certainly_too_long(model, min_tokens_for(len(text), model.max_token_chars), param)
-
-
-def refuse_certainly_too_long(model: ModelCard, min_tokens: int, param: str) -> None:
-    """ContextLengthExceeded when a prompt has at least `min_tokens` >= the context."""
-    context_length = model.context_length
-    if min_tokens < context_length:
-        return
-    raise ContextLengthExceeded(
-        f"This model's maximum context length is {context_length} tokens. However, your "
-        f"{'messages' if param == 'messages' else 'prompt'} resulted in at least {min_tokens} "
-        "tokens. Please reduce the length of the prompt.",
-        param=param,
-        anthropic_message=f"prompt is too long: at least {min_tokens} tokens > "
-        f"{context_length - 1} maximum",
-    )
 
 
 def completion_budget(

@@ -61,8 +61,17 @@ def test_anthropic_giant_prompt_is_refused_by_its_length(tiny: ServerProcess, pa
     assert error["message"].startswith("prompt is too long: at least")
 
 
-def test_a_long_prompt_under_the_bound_is_still_counted_exactly(tiny: ServerProcess) -> None:
-    body = {"model": "tiny", "messages": [{"role": "user", "content": "lorem ipsum " * 3000}]}
+def test_a_prompt_under_the_length_bound_is_refused_by_its_prefix(tiny: ServerProcess) -> None:
+    """240,000 characters: under context x longest token, so not refused by length alone, but
+    its first 16,384 characters already exceed the context: the rest is never tokenized."""
+    body = {"model": "tiny", "messages": [{"role": "user", "content": "lorem ipsum " * 20_000}]}
+    reply = _post(tiny, "/v1/chat/completions", body)
+    assert reply.status_code == 400
+    assert "at least" in reply.json()["error"]["message"]
+
+
+def test_a_prompt_a_little_too_long_is_counted_exactly(tiny: ServerProcess) -> None:
+    body = {"model": "tiny", "messages": [{"role": "user", "content": "lorem ipsum " * 1200}]}
     reply = _post(tiny, "/v1/chat/completions", body)
     assert reply.status_code == 400
     assert "resulted in" in reply.json()["error"]["message"]
