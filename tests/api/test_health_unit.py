@@ -12,7 +12,7 @@ from mlx_manager.frontend.lifecycle import EngineState
 class _LoadingRuntime:
     state = EngineState.LOADING
     load_error = None
-    failed_models: dict[str, str] = {}
+    failed_models = None  # none failed
 
     def model_infos(self) -> list[object]:
         return []
