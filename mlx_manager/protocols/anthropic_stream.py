@@ -13,7 +13,7 @@ from typing import Any
 
 from mlx_manager.errors import ApiError
 from mlx_manager.protocols.anthropic_convert import stop_reason, usage_dict
-from mlx_manager.types import GenerationEvent, ToolCall, Usage
+from mlx_manager.types import GenerationEvent, ToolCallDelta, Usage
 
 Event = dict[str, Any]
 
@@ -24,7 +24,7 @@ class MessageStreamEncoder:
         self._model = model
         self._prompt_tokens = prompt_tokens
         self._index = -1
-        self._open: str | None = None  # the open block's kind: thinking, text
+        self._open: str | None = None  # the open block's kind: thinking, text, tool_use
 
     def start(self) -> list[Event]:
         usage = usage_dict(Usage(self._prompt_tokens, 0))
@@ -46,8 +46,8 @@ class MessageStreamEncoder:
             out += self._delta("thinking", {"type": "thinking_delta", "thinking": event.reasoning})
         if event.text:
             out += self._delta("text", {"type": "text_delta", "text": event.text})
-        for call in event.tool_calls:
-            out += self._tool_use(call)
+        for piece in event.tool_call_deltas:
+            out += self._tool_use(piece)
         if event.finished:
             out += self._finish(event)
         return out
@@ -77,15 +77,18 @@ class MessageStreamEncoder:
         self._open = None
         return [{"type": "content_block_stop", "index": self._index}]
 
-    def _tool_use(self, call: ToolCall) -> list[Event]:
-        block = {"type": "tool_use", "id": call.id, "name": call.name, "input": {}}
-        delta = {"type": "input_json_delta", "partial_json": call.arguments}
-        return [
-            *self._close(),
-            self._block_start(block),
-            {"type": "content_block_delta", "index": self._index, "delta": delta},
-            {"type": "content_block_stop", "index": self._index},
-        ]
+    def _tool_use(self, piece: ToolCallDelta) -> list[Event]:
+        """A call's first piece opens its tool_use block; its arguments follow as they decode
+        and the block closes when the next block opens or the message ends."""
+        out: list[Event] = []
+        if piece.name is not None:
+            block: Event = {"type": "tool_use", "id": piece.id, "name": piece.name, "input": {}}
+            out += [*self._close(), self._block_start(block)]
+            self._open = "tool_use"
+        if piece.arguments and self._open == "tool_use":
+            delta = {"type": "input_json_delta", "partial_json": piece.arguments}
+            out.append({"type": "content_block_delta", "index": self._index, "delta": delta})
+        return out
 
     def _finish(self, event: GenerationEvent) -> list[Event]:
         out = self._close()

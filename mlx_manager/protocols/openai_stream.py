@@ -1,8 +1,8 @@
 """OpenAI chat streaming as a pure encoder: internal events in, ``chat.completion.chunk``s out.
 
 Tool calls stream as vLLM and OpenAI send them: a first delta per call with ``index``, ``id``,
-``type`` and the function name (empty arguments), then the arguments; every delta carries
-``index``. Reasoning streams as ``reasoning_content`` deltas.
+``type`` and the function name (empty arguments), then the arguments as they decode; every
+delta carries ``index``. Reasoning streams as ``reasoning_content`` deltas.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from mlx_manager.protocols.openai_convert import chat_chunk, chat_usage_chunk
-from mlx_manager.types import GenerationEvent, ToolCall
+from mlx_manager.types import GenerationEvent, ToolCallDelta
 
 Chunk = dict[str, Any]
 
@@ -29,7 +29,6 @@ class ChatStreamEncoder:
         self._created = created
         self._include_usage = include_usage
         self._want_logprobs = want_logprobs
-        self._calls = 0
 
     def _chunk(self, delta: dict[str, Any], **kwargs: Any) -> Chunk:
         return chat_chunk(
@@ -51,22 +50,25 @@ class ChatStreamEncoder:
         if event.text or (self._want_logprobs and event.logprobs):
             logprobs = list(event.logprobs) if self._want_logprobs else None
             out.append(self._chunk({"content": event.text}, logprobs=logprobs))
-        for call in event.tool_calls:
-            out += self._tool_call(call)
+        for piece in event.tool_call_deltas:
+            out += self._tool_call(piece)
         if event.finished:
             out.append(self._chunk({}, reason=event.finish_reason))
             if self._include_usage and event.usage is not None:
                 out.append(chat_usage_chunk(self._id, self._model, self._created, event.usage))
         return out
 
-    def _tool_call(self, call: ToolCall) -> list[Chunk]:
-        index = self._calls
-        self._calls += 1
-        head = {
-            "index": index,
-            "id": call.id,
-            "type": "function",
-            "function": {"name": call.name, "arguments": ""},
-        }
-        body = {"index": index, "function": {"arguments": call.arguments}}
-        return [self._chunk({"tool_calls": [head]}), self._chunk({"tool_calls": [body]})]
+    def _tool_call(self, piece: ToolCallDelta) -> list[Chunk]:
+        out = []
+        if piece.name is not None:  # a call's first piece
+            head = {
+                "index": piece.index,
+                "id": piece.id,
+                "type": "function",
+                "function": {"name": piece.name, "arguments": ""},
+            }
+            out.append(self._chunk({"tool_calls": [head]}))
+        if piece.arguments:
+            body = {"index": piece.index, "function": {"arguments": piece.arguments}}
+            out.append(self._chunk({"tool_calls": [body]}))
+        return out

@@ -265,3 +265,80 @@ def test_anthropic_output_format(anthropic_client: anthropic.Anthropic) -> None:
         extra_body={"temperature": 0},
     )
     jsonschema.validate(json.loads(message.content[0].text), schema)  # type: ignore[union-attr]
+
+
+def test_streamed_arguments_arrive_piece_by_piece(
+    client: openai.OpenAI, anthropic_client: anthropic.Anthropic
+) -> None:
+    """Agent UIs show a call as it is written: the arguments come in several deltas."""
+    chunks = list(
+        client.chat.completions.create(
+            model=MODEL,
+            messages=ASK,
+            tools=TOOLS,
+            tool_choice="required",
+            max_tokens=40,
+            temperature=0,  # type: ignore[arg-type]
+            stream=True,
+        )
+    )
+    pieces = [
+        call.function.arguments
+        for chunk in chunks
+        if chunk.choices and chunk.choices[0].delta.tool_calls
+        for call in chunk.choices[0].delta.tool_calls
+        if call.function and call.function.arguments
+    ]
+    assert len(pieces) > 2, pieces
+    jsonschema.validate(json.loads("".join(pieces)), WEATHER_SCHEMA)
+    tools = [{"name": "get_weather", "description": "Weather", "input_schema": WEATHER_SCHEMA}]
+    with anthropic_client.messages.stream(
+        model=MODEL,
+        max_tokens=40,
+        messages=ASK,
+        tools=tools,
+        tool_choice={"type": "any"},
+        extra_body={"temperature": 0},  # type: ignore[arg-type]
+    ) as stream:
+        partial = [e.partial_json for e in stream if e.type == "input_json"]  # type: ignore[union-attr]
+    assert len(partial) > 2, partial
+
+
+def test_a_call_cut_by_max_tokens_is_a_call_not_markup(
+    client: openai.OpenAI, anthropic_client: anthropic.Anthropic
+) -> None:
+    for stream in (False, True):
+        args: dict[str, Any] = {
+            "model": MODEL,
+            "messages": ASK,
+            "tools": TOOLS,
+            "tool_choice": "required",
+            "max_tokens": 9,
+        }
+        if stream:
+            chunks = list(client.chat.completions.create(**args, stream=True))
+            text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+            names = [
+                call.function.name
+                for c in chunks
+                if c.choices and c.choices[0].delta.tool_calls
+                for call in c.choices[0].delta.tool_calls
+                if call.function and call.function.name
+            ]
+            reason = next(c.choices[0].finish_reason for c in chunks if c.choices[0].finish_reason)
+        else:
+            choice = client.chat.completions.create(**args).choices[0]
+            text = choice.message.content or ""
+            names = [c.function.name for c in choice.message.tool_calls or []]  # type: ignore[union-attr]
+            reason = choice.finish_reason
+        assert "<tool_call>" not in text and reason == "length", (stream, text)
+        assert names in ([], ["get_weather"]) or names == ["get_time"], names
+    message = anthropic_client.messages.create(
+        model=MODEL,
+        max_tokens=9,
+        messages=ASK,
+        tools=[{"name": "get_weather", "description": "Weather", "input_schema": WEATHER_SCHEMA}],
+        tool_choice={"type": "any"},
+    )  # type: ignore[arg-type]
+    assert message.stop_reason == "max_tokens"
+    assert all("<tool_call>" not in getattr(b, "text", "") for b in message.content)

@@ -66,11 +66,14 @@ def joined(events: list[GenerationEvent]) -> tuple[str, str, list[ToolCall], Fin
 )
 @pytest.mark.parametrize("piece", [1, 4, 1000])
 def test_each_family_format(fmt: ToolFormat, text: str, piece: int) -> None:
-    content, reasoning, calls, reason = joined(run(OutputParser(fmt), text, piece))
+    events = run(OutputParser(fmt), text, piece)
+    content, reasoning, calls, reason = joined(events)
     assert content == "" and reasoning == ""
     assert [(c.name, json.loads(c.arguments)) for c in calls] == [("get_weather", WEATHER)]
     assert calls[0].id.startswith("call_")
     assert reason is FinishReason.TOOL_CALLS
+    ((call_id, name, arguments),) = pieces(events)
+    assert (call_id, name, json.loads(arguments)) == (calls[0].id, "get_weather", WEATHER)
 
 
 def test_content_before_and_several_calls() -> None:
@@ -95,12 +98,74 @@ def test_plain_text_with_tools_is_content() -> None:
     assert reason is FinishReason.STOP
 
 
-def test_cut_short_call_is_released_as_content() -> None:
-    text = '<tool_call>\n{"name": "a", "argu'
-    content, _, calls, reason = joined(
-        run(OutputParser(HERMES_FALLBACK), text, reason=FinishReason.LENGTH)
+def test_a_call_cut_short_is_a_call_with_what_was_generated() -> None:
+    text = '<tool_call>\n{"name": "a", "arguments": {"city": "Par'
+    events = run(OutputParser(HERMES_FALLBACK), text, reason=FinishReason.LENGTH)
+    content, _, calls, reason = joined(events)
+    assert content == "" and reason is FinishReason.LENGTH
+    assert [(c.name, c.arguments) for c in calls] == [("a", '{"city": "Par')]
+    assert pieces(events) == [(calls[0].id, "a", '{"city": "Par')]
+
+
+def test_call_markup_cut_before_the_name_is_dropped() -> None:
+    for text in ('<tool_call>\n{"na', "<tool_call>"):
+        content, _, calls, _ = joined(
+            run(OutputParser(HERMES_FALLBACK), text, reason=FinishReason.LENGTH)
+        )
+        assert content == "" and calls == []
+
+
+def test_a_finished_block_that_is_no_call_stays_content() -> None:
+    text = "<tool_call>not json</tool_call>"
+    content, _, calls, _ = joined(run(OutputParser(HERMES_FALLBACK), text))
+    assert content == "<tool_call>not json" and calls == []
+
+
+def pieces(events: list[GenerationEvent]) -> list[tuple[str | None, str | None, str]]:
+    """Each call's (id, name, arguments) as its streamed pieces give it."""
+    calls: dict[int, list[str | None]] = {}
+    for event in events:
+        for piece in event.tool_call_deltas:
+            if piece.name is not None:
+                assert piece.index not in calls, "a call opened twice"
+                calls[piece.index] = [piece.id, piece.name, ""]
+            calls[piece.index][2] = str(calls[piece.index][2]) + piece.arguments
+    return [(c[0], c[1], str(c[2])) for _, c in sorted(calls.items())]
+
+
+@pytest.mark.parametrize("fmt", [HERMES_FALLBACK, NATIVE["llama"]], ids=["hermes", "llama3_json"])
+def test_arguments_stream_while_they_decode(fmt: ToolFormat) -> None:
+    key = "arguments" if fmt.start else "parameters"
+    body = f'{{"name": "get_weather", "{key}": {{"city": "Paris", "days": [1, 2], "q": "a\\"}}"}}}}'
+    text = f"<tool_call>\n{body}\n</tool_call>" if fmt.start else body
+    events = run(OutputParser(fmt), text, piece=1)
+    (call,) = joined(events)[2]
+    ((call_id, name, arguments),) = pieces(events)
+    assert (call_id, name) == (call.id, "get_weather")
+    assert (
+        json.loads(arguments)
+        == json.loads(call.arguments)
+        == {
+            "city": "Paris",
+            "days": [1, 2],
+            "q": 'a"}',
+        }
     )
-    assert calls == [] and content == text and reason is FinishReason.LENGTH
+    with_pieces = [i for i, e in enumerate(events) if e.tool_call_deltas]
+    assert len(with_pieces) > 10  # piece by piece, not one lump
+    assert with_pieces[0] < text.index('"Paris"')  # opened once the name was read
+
+
+def test_arguments_before_the_name_and_as_a_string() -> None:
+    text = (
+        '<tool_call>{"arguments": {"x": 1}, "name": "a"}</tool_call>'
+        '<tool_call>{"name": "b", "arguments": "{\\"y\\": 2}"}</tool_call>'
+    )
+    events = run(OutputParser(HERMES_FALLBACK), text, piece=2)
+    calls = joined(events)[2]
+    streamed = pieces(events)
+    assert [(n, json.loads(a)) for _, n, a in streamed] == [("a", {"x": 1}), ("b", {"y": 2})]
+    assert [i for i, _, _ in streamed] == [c.id for c in calls]
 
 
 def test_llama3_plain_answer_is_content() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import itertools
 import json
 import os
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from mlx_manager.protocols.anthropic_schemas import CountTokensRequest, Messages
 from mlx_manager.protocols.anthropic_stream import MessageStreamEncoder
 from mlx_manager.protocols.openai_schemas import ChatCompletionRequest
 from mlx_manager.protocols.openai_stream import ChatStreamEncoder
-from mlx_manager.types import FinishReason, GenerationEvent, ToolCall, Usage
+from mlx_manager.types import FinishReason, GenerationEvent, ToolCall, ToolCallDelta, Usage
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -41,7 +42,9 @@ def plain(value: Any) -> Any:
 
 def events_of(items: list[dict[str, Any]]) -> list[GenerationEvent]:
     out = []
+    index = itertools.count()  # of each call in the reply
     for item in items:
+        calls = [ToolCall(**c) for c in item.get("tool_calls", [])]
         reason = item.get("finish_reason")
         usage = item.get("usage")
         out.append(
@@ -49,7 +52,11 @@ def events_of(items: list[dict[str, Any]]) -> list[GenerationEvent]:
                 "req",
                 text=item.get("text", ""),
                 reasoning=item.get("reasoning", ""),
-                tool_calls=tuple(ToolCall(**c) for c in item.get("tool_calls", [])),
+                tool_calls=tuple(calls),
+                # Streams read the pieces: here each call in one piece, as a parsed call is.
+                tool_call_deltas=tuple(
+                    ToolCallDelta(next(index), c.arguments, c.id, c.name) for c in calls
+                ),
                 finish_reason=FinishReason(reason) if reason else None,
                 usage=Usage(*usage) if usage else None,
                 stop_sequence=item.get("stop_sequence"),
