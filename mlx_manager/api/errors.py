@@ -19,6 +19,7 @@ from mlx_manager.errors import (
     RequestTooLarge,
     UnsupportedParameter,
 )
+from mlx_manager.protocols.field_policy import UNSUPPORTED_CAPABILITY
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,11 @@ def validation_error(exc: RequestValidationError) -> ApiError:
     loc = param_path(first.get("loc", ()))
     param = ".".join(loc) or None
     kind = first.get("type", "")
+    if kind == UNSUPPORTED_CAPABILITY:  # field_policy: a field asking for what is missing
+        param = ".".join([*loc, str(first.get("ctx", {}).get("field", ""))])
+        return UnsupportedParameter(
+            f"Unsupported parameter: '{param}' {first.get('msg', '')}.", param=param
+        )
     if kind == "extra_forbidden":
         return UnsupportedParameter(
             f"Unsupported parameter: '{param}' is not accepted by this endpoint.", param=param
