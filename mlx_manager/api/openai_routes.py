@@ -24,8 +24,12 @@ router = APIRouter()
 
 @router.get("/v1/models")
 async def list_models(request: Request) -> dict[str, Any]:
-    infos = runtime_of(request).model_infos()
-    return model_cards.model_list(infos, anthropic=is_anthropic(request.scope))
+    runtime = runtime_of(request)
+    return model_cards.model_list(
+        runtime.model_infos(),
+        anthropic=is_anthropic(request.scope),
+        aliases=runtime.aliases.aliases,
+    )
 
 
 @router.get("/v1/models/{model_id:path}")
