@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -18,6 +19,7 @@ from mlx_manager.errors import (
     RequestTooLarge,
     UnsupportedParameter,
 )
+from mlx_manager.protocols.field_policy import UNSUPPORTED_CAPABILITY
 
 log = logging.getLogger(__name__)
 
@@ -61,17 +63,38 @@ def validation_code(kind: str, value: object) -> str:
     return "invalid_value"  # literal_error, union_tag_invalid, value_error, ...
 
 
+# pydantic's labels for the branch of a union a value was tried against: a bare type name
+# ("str", "int") or a schema with arguments ("list[str]", "function-after[...]",
+# "literal['a']", "union[...]"). Matched whole, so "stream" or "interval" stay parameter names.
+_UNION_BRANCH = re.compile(
+    r"(?:str|int|float|bool|bytes|none|any|decimal|complex|date|time|datetime|timedelta"
+    r"|uuid|url|multi-host-url|[a-z][a-z-]*\[.*\])"
+)
+
+
+def param_path(loc: tuple[int | str, ...] | list[int | str]) -> list[str]:
+    """An error location as the parameter path a client wrote (no "body", no union labels)."""
+    return [
+        str(p)
+        for p in loc
+        if p != "body" and not (isinstance(p, str) and _UNION_BRANCH.fullmatch(p))
+    ]
+
+
 def validation_error(exc: RequestValidationError) -> ApiError:
     """Pydantic's first complaint as a 400 naming the parameter (never FastAPI's 422)."""
     errors = exc.errors()
     if not errors:
         return InvalidRequest("invalid request body", code="invalid_request_body")
     first = errors[0]
-    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
-    # Drop pydantic's union-branch labels such as "str" or "list[...]" from the path.
-    loc = [p for p in loc if not p.startswith(("str", "list[", "dict[", "int", "function-"))]
+    loc = param_path(first.get("loc", ()))
     param = ".".join(loc) or None
     kind = first.get("type", "")
+    if kind == UNSUPPORTED_CAPABILITY:  # field_policy: a field asking for what is missing
+        param = ".".join([*loc, str(first.get("ctx", {}).get("field", ""))])
+        return UnsupportedParameter(
+            f"Unsupported parameter: '{param}' {first.get('msg', '')}.", param=param
+        )
     if kind == "extra_forbidden":
         return UnsupportedParameter(
             f"Unsupported parameter: '{param}' is not accepted by this endpoint.", param=param

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
 from fastapi.responses import JSONResponse
 from sse_starlette.sse import EventSourceResponse, ServerSentEvent
@@ -25,20 +25,29 @@ class ClientDisconnected(Exception):
 
 
 async def reply(
-    request: Request, stream: EventStream, shape: Reply, streaming: bool | None
+    request: Request,
+    stream: EventStream,
+    shape: Reply,
+    streaming: bool | None,
+    headers: Mapping[str, str] | None = None,
 ) -> Response:
-    """The HTTP answer to a submitted generation, shaped by its API's `Reply`."""
+    """The HTTP answer to a submitted generation, shaped by its API's `Reply`; `headers` go
+    on the answer, streamed or not (e.g. the fields the request set that were ignored)."""
     if streaming:
-        return sse_response(shape.stream(aiter(stream)), shape.named_events)
+        return sse_response(shape.stream(aiter(stream)), shape.named_events, headers)
     try:
         events = await collect(request, stream)
     except ClientDisconnected:
         return Response(status_code=CLIENT_CLOSED)
     # JSONResponse directly: no jsonable_encoder pass over an already plain body.
-    return JSONResponse(shape.body(events))
+    return JSONResponse(shape.body(events), headers=headers)
 
 
-def sse_response(payloads: AsyncIterator[Payload], named_events: bool) -> EventSourceResponse:
+def sse_response(
+    payloads: AsyncIterator[Payload],
+    named_events: bool,
+    headers: Mapping[str, str] | None = None,
+) -> EventSourceResponse:
     """OpenAI-style SSE (`data: <json>` per payload; strings sent as they are) or, with
     `named_events`, Anthropic-style (`event: <type>` + `data: <json>`, `ping` events)."""
 
@@ -54,12 +63,14 @@ def sse_response(payloads: AsyncIterator[Payload], named_events: bool) -> EventS
                 yield ServerSentEvent(json.dumps(payload, ensure_ascii=False))
 
     if not named_events:
-        return EventSourceResponse(frames(), ping=PING_SECONDS)
+        return EventSourceResponse(frames(), ping=PING_SECONDS, headers=headers)
 
     def ping() -> ServerSentEvent:
         return ServerSentEvent(json.dumps({"type": "ping"}), event="ping")
 
-    return EventSourceResponse(frames(), ping=PING_SECONDS, ping_message_factory=ping)
+    return EventSourceResponse(
+        frames(), ping=PING_SECONDS, ping_message_factory=ping, headers=headers
+    )
 
 
 async def collect(request: Request, stream: EventStream) -> list[GenerationEvent]:

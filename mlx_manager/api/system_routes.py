@@ -1,4 +1,10 @@
-"""Health and engine statistics."""
+"""The root, health and engine statistics.
+
+`GET /` and `HEAD /` answer a small JSON (name, version, where to go next): clients probe the
+root before their first request (Claude Code sends `HEAD /`). Like `/health` it stays open when
+`--api-key` is set: a probe may come without the key, and the answer tells nothing a caller
+could not learn from `/health` (no model names).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +18,15 @@ from mlx_manager.api.deps import runtime_of
 from mlx_manager.frontend.lifecycle import EngineState
 
 router = APIRouter()
+
+
+@router.api_route("/", methods=["GET", "HEAD"])
+async def root(request: Request) -> dict[str, Any]:
+    return {
+        "name": request.app.title,
+        "version": request.app.version,
+        "links": {"models": "/v1/models", "health": "/health"},
+    }
 
 
 @router.get("/health")

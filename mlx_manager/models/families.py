@@ -9,7 +9,9 @@ system-role policy, and a template for tokenizers that ship none. Decisions:
 - **System role.** ``system_role=False`` (Gemma 1/2) folds system text into the next user turn
   as ``"{system}\n\n{user}"``. Other families try the template as is and fold only if it raises
   on a chat with a system turn (Mistral-Instruct v0.1/v0.2); templates that accept a system
-  role (Mistral v0.3+) keep it.
+  role (Mistral v0.3+) keep it. A system turn later in the chat (Claude Code sends one) is
+  rendered in place where the template allows it; a template that accepts only a leading
+  system turn keeps that one and gets the later ones folded into the next user turn.
 - **Stops.** EOS ids, the family's end-of-turn tokens, and any unambiguous end-of-turn marker
   written in the chat template: SmolLM2 (model_type llama, ChatML template) stops on
   ``<|im_end|>``. ``<|end|>`` is not scanned for: gpt-oss writes it between channels of a reply.
@@ -150,7 +152,13 @@ class ChatFamily:
         except TemplateError:
             if not any(m.get("role") == "system" for m in prepared):
                 raise
-            return self._render(tokenizer, fold_system_messages(prepared), *args)
+        leading, rest = prepared[0], prepared[1:]
+        if leading.get("role") == "system" and any(m.get("role") == "system" for m in rest):
+            try:  # a template that takes a system turn only first (Llama 2, Mistral v0.3)
+                return self._render(tokenizer, [leading, *fold_system_messages(rest)], *args)
+            except TemplateError:
+                pass
+        return self._render(tokenizer, fold_system_messages(prepared), *args)
 
     @property
     def fallback_template(self) -> str:

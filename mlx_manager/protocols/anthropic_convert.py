@@ -1,6 +1,10 @@
 """Pure converters between Anthropic Messages wire JSON and internal types (no I/O, no engine).
 
 A peer of openai_convert over the same internal types. Decisions:
+- A ``system`` message inside ``messages`` stays a system turn where it is (the family
+  adapter renders or folds it); the top-level ``system`` comes first.
+- ``context_management`` edits change nothing: thinking is never replayed into the prompt,
+  and tool-use clearing is not applied (reported as ignored; see field_policy).
 - ``tool_result`` blocks become ``tool`` messages (before the user text that follows them),
   ``tool_use`` blocks the assistant's tool calls, ``thinking`` blocks are not fed back.
 - ``tool_choice`` any -> required, tool -> named; ``disable_parallel_tool_use`` -> one call.
@@ -17,6 +21,7 @@ from typing import Any
 
 from mlx_manager.errors import InvalidRequest, UnsupportedParameter
 from mlx_manager.protocols.anthropic_schemas import (
+    ContentBlock,
     ImageBlock,
     MessageIn,
     MessagesRequest,
@@ -120,6 +125,18 @@ def _messages(body: _PromptFields) -> tuple[ChatMessage, ...]:
     return tuple(out)
 
 
+def _system_text(blocks: list[ContentBlock], where: str) -> str:
+    """A mid-conversation system message: text blocks only (rendered as the family folds
+    system text: in place where the template allows, else into the next user turn)."""
+    for j, block in enumerate(blocks):
+        if not isinstance(block, TextBlock):
+            raise InvalidRequest(
+                f"{where}.content[{j}] is a {block.type} block; system messages hold text only",
+                param=f"{where}.content[{j}]",
+            )
+    return "\n".join(block.text for block in blocks if isinstance(block, TextBlock))
+
+
 def _empty_content(index: int) -> InvalidRequest:
     """Anthropic's own 400 (and its words): only a final assistant prefill may be empty; an
     empty turn would otherwise vanish from the prompt, or leave none to render."""
@@ -134,6 +151,8 @@ def _empty_content(index: int) -> InvalidRequest:
 def _message(message: MessageIn, where: str) -> list[ChatMessage]:
     if isinstance(message.content, str):
         return [ChatMessage(message.role, message.content)]
+    if message.role == "system":
+        return [ChatMessage("system", _system_text(message.content, where))]
     pieces: list[ContentPiece] = []
     calls: list[ToolCall] = []
     results: list[ChatMessage] = []

@@ -1,15 +1,25 @@
 """Anthropic Messages API wire schemas for requests (pydantic).
 
-Unknown fields are rejected, as Anthropic's API does; ``cache_control`` and ``citations`` are
-accepted on every block that may carry them (prompt caching is automatic here).
+Unknown fields are rejected, as Anthropic's API does; hints are accepted and reported, missing
+capabilities (MCP servers, Anthropic-defined tools) refused by name (protocols/field_policy.py).
+``cache_control`` and ``citations`` are accepted on every block that may carry them (prompt
+caching is automatic here).
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from mlx_manager.protocols.field_policy import (
+    ANTHROPIC_MESSAGES,
+    ANTHROPIC_TOOL,
+    UNAPPLIED_CONTEXT_EDITS,
+    FieldPolicy,
+    PolicedModel,
+    capability_error,
+)
 from mlx_manager.protocols.fields import ModelName
 
 
@@ -81,16 +91,32 @@ ContentBlock = Annotated[
 
 
 class MessageIn(_Strict):
-    role: Literal["user", "assistant"]
+    # "system" mid-conversation: Claude Code sends one with non-Claude model names.
+    role: Literal["user", "assistant", "system"]
     content: str | list[ContentBlock]
 
 
-class ToolIn(_Strict):
+class ToolIn(PolicedModel):
+    field_policy: ClassVar[FieldPolicy] = ANTHROPIC_TOOL
     name: str = Field(min_length=1, max_length=128)
     description: str | None = None
     input_schema: dict[str, Any]
     type: Literal["custom"] | None = None
     cache_control: dict[str, Any] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _custom_tools_only(cls, data: Any) -> Any:
+        """Anthropic-defined tools (web_search_*, bash_*, text_editor_*, code_execution_*,
+        computer_*, ...) run on Anthropic's side or need its built-in schemas."""
+        kind = data.get("type") if isinstance(data, dict) else None
+        if isinstance(kind, str) and kind != "custom":
+            raise capability_error(
+                "type",
+                f"the server tool {kind!r}",
+                "send custom tools (name, description, input_schema)",
+            )
+        return data
 
 
 class ToolChoiceIn(_Strict):
@@ -118,7 +144,28 @@ class OutputConfig(_Strict):
     format: JsonOutputFormat | None = None
 
 
-class _PromptFields(_Strict):
+class ClearThinkingEdit(_Strict):
+    type: Literal["clear_thinking_20251015"]
+    keep: Literal["all"] | dict[str, Any] | None = None
+
+
+class ClearToolUsesEdit(_Strict):
+    type: Literal["clear_tool_uses_20250919"]
+    trigger: dict[str, Any] | None = None
+    keep: dict[str, Any] | None = None
+    clear_at_least: dict[str, Any] | None = None
+    exclude_tools: list[str] | None = None
+    clear_tool_inputs: bool | list[str] | None = None
+
+
+class ContextManagement(_Strict):
+    edits: (
+        list[Annotated[ClearThinkingEdit | ClearToolUsesEdit, Field(discriminator="type")]] | None
+    ) = None
+
+
+class _PromptFields(PolicedModel):
+    field_policy: ClassVar[FieldPolicy] = ANTHROPIC_MESSAGES
     model: ModelName
     messages: list[MessageIn] = Field(min_length=1)
     system: str | list[TextBlock] | None = None
@@ -126,6 +173,19 @@ class _PromptFields(_Strict):
     tool_choice: ToolChoiceIn | None = None
     thinking: ThinkingConfig | None = None
     output_config: OutputConfig | None = None
+    context_management: ContextManagement | None = None
+    cache_control: dict[str, Any] | None = None  # honoured: prefix caching is automatic
+
+    def ignored_fields(self) -> tuple[str, ...]:
+        names = list(self._ignored)
+        names += [f"tools[].{name}" for tool in self.tools or () for name in tool.ignored_fields()]
+        edits = self.context_management.edits if self.context_management else None
+        names += [
+            f"context_management.edits[].{e.type}"
+            for e in edits or ()
+            if e.type in UNAPPLIED_CONTEXT_EDITS
+        ]
+        return tuple(dict.fromkeys(names))
 
 
 class CountTokensRequest(_PromptFields):
@@ -139,9 +199,4 @@ class MessagesRequest(_PromptFields):
     temperature: float | None = Field(None, ge=0.0, le=1.0)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     top_k: int | None = Field(None, ge=0)
-    metadata: Metadata | None = None
-    # Accepted hints that change nothing here: caching is automatic, one tier, one speed.
-    cache_control: dict[str, Any] | None = None
-    service_tier: Literal["auto", "standard_only"] | None = None
-    speed: Literal["standard", "fast"] | None = None
-    inference_geo: str | None = None
+    metadata: Metadata | None = None  # a hint (field_policy): validated, reported as ignored

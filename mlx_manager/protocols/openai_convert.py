@@ -17,7 +17,7 @@ from mlx_manager.protocols.openai_schemas import (
     _SamplingFields,
 )
 from mlx_manager.protocols.stops import OPENAI_MAX_STOPS, checked_stops
-from mlx_manager.protocols.template_kwargs import template_kwargs
+from mlx_manager.protocols.template_kwargs import effort_kwargs, template_kwargs
 from mlx_manager.types import (
     ChatMessage,
     ContentPiece,
@@ -61,7 +61,10 @@ def chat_request_to_internal(body: ChatCompletionRequest, request_id: str) -> Ge
         tool_choice=_tool_choice(body.tool_choice, tools),
         parallel_tool_calls=body.parallel_tool_calls,
         response_format=_response_format(body.response_format),
-        template_kwargs=template_kwargs(body.chat_template_kwargs),
+        # The client's own chat_template_kwargs win over what reasoning_effort sets.
+        template_kwargs=template_kwargs(
+            {**effort_kwargs(body.reasoning_effort), **(body.chat_template_kwargs or {})}
+        ),
     )
 
 

@@ -1,11 +1,21 @@
-"""OpenAI wire schemas for requests (pydantic). Unknown fields are rejected, never ignored."""
+"""OpenAI wire schemas for requests (pydantic).
+
+Unknown fields are rejected, never silently ignored: hints are accepted and reported, missing
+capabilities refused by name (protocols/field_policy.py).
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
+from mlx_manager.protocols.field_policy import (
+    OPENAI_CHAT,
+    OPENAI_COMPLETION,
+    FieldPolicy,
+    PolicedModel,
+)
 from mlx_manager.protocols.fields import ModelName
 
 
@@ -57,7 +67,10 @@ class ChatMessageIn(_Strict):
     tool_call_id: str | None = None
     function_call: dict[str, Any] | None = None
     refusal: str | None = None
-    reasoning_content: str | None = None  # echoed back by some clients; not fed to the model
+    # Echoed back by some clients (`reasoning` by OpenRouter-style ones); not fed to the model.
+    reasoning_content: str | None = Field(
+        None, validation_alias=AliasChoices("reasoning_content", "reasoning")
+    )
 
 
 class StreamOptions(_Strict):
@@ -101,7 +114,11 @@ class NamedToolChoice(_Strict):
 Stop = str | list[str] | None
 
 
-class _SamplingFields(_Strict):
+ReasoningEffort = Literal["none", "minimal", "low", "medium", "high", "xhigh"]
+
+
+class _SamplingFields(PolicedModel):
+    field_policy: ClassVar[FieldPolicy] = OPENAI_COMPLETION
     model: ModelName
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
@@ -116,6 +133,7 @@ class _SamplingFields(_Strict):
     n: int | None = Field(None, ge=1, le=128)
     stream: bool | None = False
     stream_options: StreamOptions | None = None
+    # Hints (field_policy): validated, then reported as ignored.
     user: str | None = None
     metadata: dict[str, str] | None = None
     store: bool | None = None
@@ -124,6 +142,7 @@ class _SamplingFields(_Strict):
 
 
 class ChatCompletionRequest(_SamplingFields):
+    field_policy: ClassVar[FieldPolicy] = OPENAI_CHAT
     messages: list[ChatMessageIn] = Field(min_length=1)
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
@@ -133,6 +152,8 @@ class ChatCompletionRequest(_SamplingFields):
     tools: list[ToolIn] | None = None
     tool_choice: Literal["auto", "none", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool | None = None
+    # Set as chat-template variables (enable_thinking, reasoning_effort): template_kwargs.py.
+    reasoning_effort: ReasoningEffort | None = None
     # vLLM's extension: extra variables for the chat template (e.g. enable_thinking).
     chat_template_kwargs: dict[str, Any] | None = None
 

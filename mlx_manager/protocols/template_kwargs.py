@@ -1,5 +1,6 @@
 """Extra chat-template variables a client may set: vLLM's `chat_template_kwargs` (OpenAI
-chat) and Anthropic's `thinking` (as `enable_thinking`, the name Qwen3's template reads)."""
+chat), OpenAI's `reasoning_effort` and Anthropic's `thinking` (as `enable_thinking`, the name
+Qwen3's template reads)."""
 
 from __future__ import annotations
 
@@ -78,3 +79,27 @@ def thinking_kwargs(thinking_type: str | None) -> tuple[tuple[str, Any], ...]:
     if thinking_type == "disabled":
         return (("enable_thinking", False),)
     return ()
+
+
+# reasoning_effort levels as the level variable of templates that read one (gpt-oss knows
+# low / medium / high): below "low" is the nearest such a template can do.
+_TEMPLATE_EFFORT = {
+    "none": "low",
+    "minimal": "low",
+    "low": "low",
+    "medium": "medium",
+    "high": "high",
+    "xhigh": "high",
+}
+
+
+def effort_kwargs(effort: str | None) -> dict[str, Any]:
+    """OpenAI's `reasoning_effort` as template variables: "none" and "minimal" turn thinking
+    off (`enable_thinking`, Qwen3-style templates), other levels on, and `reasoning_effort`
+    carries the level to templates that read it. A template that reads neither ignores both."""
+    if effort is None:
+        return {}
+    return {
+        "enable_thinking": effort not in ("none", "minimal"),
+        "reasoning_effort": _TEMPLATE_EFFORT[effort],
+    }

@@ -70,6 +70,14 @@ def test_openai_routes_take_bearer_only_and_health_is_open(locked: ServerProcess
     assert httpx.get(f"{locked.base_url}/health").status_code == 200
 
 
+def test_root_probe_is_open_and_names_no_model(locked: ServerProcess) -> None:
+    """Claude Code sends HEAD / before its first request, possibly without the key."""
+    assert httpx.head(f"{locked.base_url}/").status_code == 200
+    root = httpx.get(f"{locked.base_url}/")
+    assert root.status_code == 200 and MODEL not in root.text
+    assert httpx.get(f"{locked.base_url}/v1/models").status_code == 401
+
+
 def _wait_for(server: ServerProcess, running: int, waiting: int) -> None:
     deadline = time.monotonic() + 60
     headers = {"authorization": f"Bearer {KEY}"}

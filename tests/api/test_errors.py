@@ -68,6 +68,7 @@ def test_unknown_parameter_is_named(client: openai.OpenAI) -> None:
         ({"logit_bias": {"abc": 1}}, "logit_bias"),
         ({"logit_bias": {"99999999": 1}}, "logit_bias"),  # outside the vocabulary
         ({"max_tokens": 0}, "max_tokens"),
+        ({"stream": "maybe"}, "stream"),  # not cut as if "str" were a union label
         ({"chat_template_kwargs": _nested(900)}, "chat_template_kwargs"),
     ],
 )

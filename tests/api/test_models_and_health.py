@@ -8,13 +8,13 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import MODEL
+from tests.conftest import ALIAS, MODEL
 from tests.fixtures.server import ServerProcess
 
 
 def test_models_list(client: openai.OpenAI) -> None:
     models = client.models.list()
-    assert [m.id for m in models.data] == [MODEL]
+    assert [m.id for m in models.data] == [MODEL, ALIAS]  # the session server's alias
     card = models.data[0]
     assert card.object == "model"
     assert card.model_extra is not None and card.model_extra["context_length"] == 8192

@@ -328,3 +328,50 @@ def test_other_keys_and_tool_messages_pass_through() -> None:
     out = FAMILIES["gemma"].prepare_messages([{"role": "user", "content": "Q"}, call, tool])
     assert out[1:] == [call, tool]
     assert out[1] is not call
+
+
+class _TemplateTokenizer:
+    """Just enough of a tokenizer to render a Jinja chat template (raise_exception included)."""
+
+    def __init__(self, template: str) -> None:
+        self.chat_template = template
+
+    def apply_chat_template(
+        self, messages: list[dict[str, Any]], *, tokenize: bool, add_generation_prompt: bool
+    ) -> str:
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        def raise_exception(message: str) -> None:
+            raise TemplateError(message)
+
+        env = ImmutableSandboxedEnvironment()
+        env.globals["raise_exception"] = raise_exception
+        return env.from_string(self.chat_template).render(messages=messages)
+
+
+# Takes a system turn only first, as Llama 2's and Mistral v0.3's templates do.
+LEADING_SYSTEM_ONLY = (
+    "{% for m in messages %}"
+    "{% if m.role == 'system' and not loop.first %}{{ raise_exception('system must be first') }}"
+    "{% endif %}[{{ m.role }}]{{ m.content }}{% endfor %}"
+)
+MID_CHAT = [
+    {"role": "system", "content": "S"},
+    {"role": "user", "content": "U1"},
+    {"role": "assistant", "content": "A1"},
+    {"role": "system", "content": "Reminder"},
+    {"role": "user", "content": "U2"},
+]
+
+
+def test_mid_conversation_system_is_rendered_in_place_where_the_template_allows() -> None:
+    tokenizer = _TemplateTokenizer(
+        "{% for m in messages %}[{{ m.role }}]{{ m.content }}{% endfor %}"
+    )
+    text = CHATML.render_text(tokenizer, MID_CHAT)
+    assert text == "[system]S[user]U1[assistant]A1[system]Reminder[user]U2"
+
+
+def test_mid_conversation_system_folds_into_the_next_user_turn_keeping_the_leading_one() -> None:
+    text = CHATML.render_text(_TemplateTokenizer(LEADING_SYSTEM_ONLY), MID_CHAT)
+    assert text == "[system]S[user]U1[assistant]A1[user]Reminder\n\nU2"

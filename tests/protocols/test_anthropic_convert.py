@@ -81,3 +81,37 @@ def test_empty_content_is_400_but_a_final_assistant_prefill() -> None:
         }
     )
     assert [m.role for m in convert.prompt_to_internal(body, "r").messages or ()] == ["user"]
+
+
+def test_a_system_message_mid_conversation_stays_a_system_turn_in_place() -> None:
+    body = MessagesRequest.model_validate(
+        {
+            "model": "m",
+            "max_tokens": 4,
+            "system": "S",
+            "messages": [
+                {"role": "user", "content": "U1"},
+                {"role": "assistant", "content": "A1"},
+                {
+                    "role": "system",
+                    "content": [{"type": "text", "text": "R1"}, {"type": "text", "text": "R2"}],
+                },
+                {"role": "user", "content": "U2"},
+            ],
+        }
+    )
+    messages = convert.prompt_to_internal(body, "r").messages or ()
+    assert [(m.role, m.content) for m in messages] == [
+        ("system", "S"),
+        ("user", "U1"),
+        ("assistant", "A1"),
+        ("system", "R1\nR2"),
+        ("user", "U2"),
+    ]
+
+
+def test_a_system_message_holds_text_only() -> None:
+    body = request([{"type": "tool_use", "id": "t", "name": "f", "input": {}}], role="system")
+    with pytest.raises(InvalidRequest) as info:
+        convert.prompt_to_internal(body, "r")
+    assert info.value.param == "messages[0].content[0]"
