@@ -280,12 +280,13 @@ def _tool_choice(
     if choice == "required":
         return ToolChoice(ToolChoiceMode.REQUIRED)
     assert isinstance(choice, FunctionChoice)
-    if not any(t.name == choice.name for t in tools):
+    name = flat_name(choice.namespace, choice.name) if choice.namespace else choice.name
+    if not any(t.name == name for t in tools):
         raise InvalidRequest(
-            f"tool_choice names function {choice.name!r}, which is not in tools",
+            f"tool_choice names function {name!r}, which is not in tools",
             param="tool_choice.name",
         )
-    return ToolChoice(ToolChoiceMode.NAMED, choice.name)
+    return ToolChoice(ToolChoiceMode.NAMED, name)
 
 
 def _response_format(text: TextConfig | None) -> ResponseFormat | None:

@@ -172,6 +172,7 @@ Tool = Annotated[
 class FunctionChoice(_Strict):
     type: Literal["function"]
     name: str
+    namespace: str | None = None  # a function of a namespace tool
 
 
 class OtherChoice(_Other):
@@ -244,5 +245,6 @@ class ResponsesRequest(_Strict):
     service_tier: str | None = None
     prompt_cache_key: str | None = None
     prompt_cache_retention: str | None = None
+    prompt_cache_options: dict[str, Any] | None = None
     safety_identifier: str | None = None
     max_tool_calls: int | None = Field(None, ge=1)

@@ -178,6 +178,34 @@ def test_function_call_round_trip(client: openai.OpenAI) -> None:
     assert chained.status in ("completed", "incomplete")
 
 
+def test_namespace_tools_round_trip(client: openai.OpenAI) -> None:
+    namespace: Any = {
+        "type": "namespace",
+        "name": "mcp__weather__",
+        "description": "Weather tools",
+        "tools": [{**WEATHER_TOOL}],
+    }
+    first = client.responses.create(
+        model=MODEL,
+        input=ASK,
+        tools=[namespace],
+        tool_choice="required",
+        max_output_tokens=40,
+        temperature=0,
+    )
+    call = _weather_call(first)  # named as the client named it, inside its namespace
+    assert call.namespace == "mcp__weather__"
+    result: Any = {"type": "function_call_output", "call_id": call.call_id, "output": "sunny"}
+    second = client.responses.create(
+        model=MODEL,
+        input=[{"role": "user", "content": ASK}, call.model_dump(exclude_none=True), result],
+        tools=[namespace],
+        max_output_tokens=4,
+    )
+    assert second.usage is not None and first.usage is not None
+    assert second.usage.input_tokens > first.usage.input_tokens
+
+
 def test_json_schema_text_format(client: openai.OpenAI) -> None:
     schema = {
         "type": "object",

@@ -160,6 +160,13 @@ def test_function_and_namespace_tools_flatten() -> None:
     }
 
 
+def test_a_namespaced_function_may_be_forced() -> None:
+    choice = {"type": "function", "name": "find", "namespace": "crm"}
+    plain_ns = {"type": "namespace", "name": "crm", "tools": [{"type": "function", "name": "find"}]}
+    request = internal(tools=[plain_ns], tool_choice=choice)
+    assert request.tool_choice == ToolChoice(ToolChoiceMode.NAMED, "crm__find")
+
+
 def test_a_namespaced_call_in_the_input_uses_the_flat_name() -> None:
     item = {"type": "function_call", "call_id": "c", "name": "find", "arguments": "{}"}
     messages = convert.input_messages(body(input=[{**item, "namespace": "crm"}]))
