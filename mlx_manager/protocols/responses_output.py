@@ -71,7 +71,7 @@ def echoed_settings(body: ResponsesRequest) -> dict[str, Any]:
         "model": body.model,
         "instructions": body.instructions,
         "tools": [t.model_dump(by_alias=True, exclude_none=True) for t in body.tools or ()],
-        "tool_choice": choice if isinstance(choice, str) else choice.model_dump(),
+        "tool_choice": choice if isinstance(choice, str) else choice.model_dump(exclude_none=True),
         "parallel_tool_calls": True if parallel is None else parallel,
         "temperature": 1.0 if body.temperature is None else body.temperature,
         "top_p": 1.0 if body.top_p is None else body.top_p,
