@@ -27,6 +27,7 @@ from mlx_manager.routing.providers.local import LocalProvider
 from mlx_manager.routing.service import GenerationService
 from mlx_manager.services.embedding_service import EmbeddingService
 from mlx_manager.services.model_gate import ModelGate
+from mlx_manager.services.response_store import ResponseStore
 from mlx_manager.services.transcription import TranscriptionService
 from mlx_manager.types import ModelInfo
 
@@ -56,6 +57,7 @@ class Runtime:
         gate = ModelGate(self.pool, self.lifecycle, self.admission, self.aliases.resolve)
         self.embeddings = EmbeddingService(self.host.execute, gate, engine_config)
         self.transcription = TranscriptionService(self.host.execute, gate)
+        self.responses = ResponseStore()  # conversations for previous_response_id
         self._unresolved: dict[str, str] = {}
         self._drain_timer: asyncio.TimerHandle | None = None
 

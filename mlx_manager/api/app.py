@@ -15,6 +15,7 @@ from mlx_manager.api import (
     audio_routes,
     embeddings_routes,
     openai_routes,
+    responses_routes,
     system_routes,
 )
 from mlx_manager.api.auth import ApiKeyMiddleware
@@ -58,6 +59,7 @@ def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None
     install_error_handlers(app)
     app.include_router(system_routes.router)
     app.include_router(openai_routes.router)
+    app.include_router(responses_routes.router)
     app.include_router(embeddings_routes.router)
     app.include_router(anthropic_routes.router)
     app.include_router(admin_routes.router)

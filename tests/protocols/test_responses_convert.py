@@ -1,0 +1,283 @@
+"""Responses requests -> GenerateRequest: input items, tools, choices, formats, refusals."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from mlx_manager.errors import InvalidRequest, UnsupportedParameter
+from mlx_manager.protocols import responses_convert as convert
+from mlx_manager.protocols.responses_schemas import ResponsesRequest
+from mlx_manager.types import (
+    ChatMessage,
+    GenerateRequest,
+    ImageRef,
+    ResponseFormat,
+    ToolCall,
+    ToolChoice,
+    ToolChoiceMode,
+    ToolSpec,
+)
+
+FN = {"type": "function", "name": "get_weather", "parameters": {"type": "object"}}
+
+
+def body(**fields: Any) -> ResponsesRequest:
+    return ResponsesRequest.model_validate({"model": "m", "input": "hi", **fields})
+
+
+def internal(**fields: Any) -> GenerateRequest:
+    request = body(**fields)
+    return convert.responses_request_to_internal(request, "r", convert.input_messages(request))
+
+
+def test_string_input_with_instructions_and_sampling() -> None:
+    request = internal(instructions="Be brief.", max_output_tokens=7, temperature=0.2, top_p=0.9)
+    assert request.messages == (ChatMessage("system", "Be brief."), ChatMessage("user", "hi"))
+    assert request.sampling.max_tokens == 7
+    assert (request.sampling.temperature, request.sampling.top_p) == (0.2, 0.9)
+    assert request.model == "m" and request.tools == () and request.response_format is None
+
+
+def test_instructions_stay_out_of_the_kept_conversation() -> None:
+    request = body(instructions="Be brief.")
+    assert convert.input_messages(request) == (ChatMessage("user", "hi"),)
+
+
+def test_items_become_chat_messages() -> None:
+    items = [
+        {"type": "message", "role": "developer", "content": "Rules."},
+        {"role": "user", "content": [{"type": "input_text", "text": "Weather?"}]},
+        {"type": "reasoning", "id": "rs_1", "summary": [], "content": []},
+        {
+            "type": "message",
+            "role": "assistant",
+            "id": "msg_1",
+            "status": "completed",
+            "content": [{"type": "output_text", "text": "Let me check.", "annotations": []}],
+        },
+        {"type": "function_call", "call_id": "c1", "name": "get_weather", "arguments": "{}"},
+        {"type": "function_call", "call_id": "c2", "name": "get_time", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "c1", "output": "sunny"},
+        {
+            "type": "function_call_output",
+            "call_id": "c2",
+            "output": [{"type": "input_text", "text": "noon"}],
+        },
+    ]
+    messages = convert.input_messages(body(input=items))
+    assert messages == (
+        ChatMessage("developer", "Rules."),
+        ChatMessage("user", "Weather?"),
+        ChatMessage(
+            "assistant",
+            "Let me check.",
+            tool_calls=(ToolCall("c1", "get_weather", "{}"), ToolCall("c2", "get_time", "{}")),
+        ),
+        ChatMessage("tool", "sunny", tool_call_id="c1", name="get_weather"),
+        ChatMessage("tool", "noon", tool_call_id="c2", name="get_time"),
+    )
+
+
+def test_a_call_with_no_assistant_text_opens_its_own_turn() -> None:
+    items = [
+        {"role": "user", "content": "Weather?"},
+        {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
+    ]
+    messages = convert.input_messages(body(input=items))
+    assert messages[1] == ChatMessage("assistant", "", tool_calls=(ToolCall("c1", "f", "{}"),))
+
+
+def test_user_images_keep_their_place() -> None:
+    content = [
+        {"type": "input_text", "text": "A"},
+        {"type": "input_image", "image_url": "data:image/png;base64,QQ==", "detail": "low"},
+        {"type": "input_text", "text": "B"},
+    ]
+    (message,) = convert.input_messages(body(input=[{"role": "user", "content": content}]))
+    assert message.content == "A\nB"
+    assert message.parts == (
+        "A",
+        ImageRef("data:image/png;base64,QQ==", "input[0].content[1].image_url"),
+        "B",
+    )
+
+
+@pytest.mark.parametrize(
+    ("item", "param"),
+    [
+        (
+            {"role": "assistant", "content": [{"type": "input_image", "image_url": "x"}]},
+            "input[0].content[0]",
+        ),
+        (
+            {"role": "user", "content": [{"type": "input_image", "file_id": "file_1"}]},
+            "input[0].content[0].file_id",
+        ),
+        (
+            {"role": "user", "content": [{"type": "input_file", "file_data": "x"}]},
+            "input[0].content[0].type",
+        ),
+        ({"type": "web_search_call", "id": "ws_1"}, "input[0].type"),
+        ({"type": "item_reference", "id": "msg_1"}, "input[0].type"),
+    ],
+)
+def test_unsupported_items_and_parts_are_400(item: dict[str, Any], param: str) -> None:
+    with pytest.raises(InvalidRequest) as info:
+        convert.input_messages(body(input=[item]))
+    assert info.value.param == param
+
+
+def test_unknown_kinds_are_named() -> None:
+    with pytest.raises(UnsupportedParameter, match="'computer_call' items"):
+        convert.input_messages(body(input=[{"type": "computer_call", "id": "x"}]))
+
+
+def test_empty_input_is_400() -> None:
+    for empty in ("", []):
+        with pytest.raises(InvalidRequest):
+            convert.input_messages(body(input=empty))
+
+
+def test_function_and_namespace_tools_flatten() -> None:
+    namespace = {
+        "type": "namespace",
+        "name": "mcp__files__",
+        "description": "File tools",
+        "tools": [{"type": "function", "name": "read", "description": "Read a file"}],
+    }
+    plain_ns = {"type": "namespace", "name": "crm", "tools": [{"type": "function", "name": "find"}]}
+    request = body(tools=[FN, namespace, plain_ns])
+    assert convert.tool_specs(request) == (
+        ToolSpec("get_weather", "", {"type": "object"}),
+        ToolSpec("mcp__files__read", "Read a file", {}),
+        ToolSpec("crm__find", "", {}),
+    )
+    assert convert.namespace_map(request) == {
+        "mcp__files__read": ("mcp__files__", "read"),
+        "crm__find": ("crm", "find"),
+    }
+
+
+def test_a_namespaced_function_may_be_forced() -> None:
+    choice = {"type": "function", "name": "find", "namespace": "crm"}
+    plain_ns = {"type": "namespace", "name": "crm", "tools": [{"type": "function", "name": "find"}]}
+    request = internal(tools=[plain_ns], tool_choice=choice)
+    assert request.tool_choice == ToolChoice(ToolChoiceMode.NAMED, "crm__find")
+
+
+def test_a_namespaced_call_in_the_input_uses_the_flat_name() -> None:
+    item = {"type": "function_call", "call_id": "c", "name": "find", "arguments": "{}"}
+    messages = convert.input_messages(body(input=[{**item, "namespace": "crm"}]))
+    assert messages[0].tool_calls == (ToolCall("c", "crm__find", "{}"),)
+
+
+@pytest.mark.parametrize(
+    ("tools", "param", "named"),
+    [
+        ([{"type": "web_search"}], "tools[0].type", "web_search"),
+        ([FN, {"type": "file_search", "vector_store_ids": ["v"]}], "tools[1].type", "file_search"),
+        ([{"type": "mcp", "server_label": "x"}], "tools[0].type", "mcp"),
+        ([{"type": "code_interpreter", "container": "auto"}], "tools[0].type", "code_interpreter"),
+        (
+            [{"type": "namespace", "name": "n", "tools": [{"type": "custom", "name": "c"}]}],
+            "tools[0].tools[0].type",
+            "custom",
+        ),
+    ],
+)
+def test_hosted_tools_are_400_naming_them(tools: list[Any], param: str, named: str) -> None:
+    with pytest.raises(UnsupportedParameter) as info:
+        internal(tools=tools)
+    assert info.value.param == param and repr(named) in info.value.message
+
+
+def test_duplicate_function_names_are_400() -> None:
+    with pytest.raises(InvalidRequest, match="two functions"):
+        internal(tools=[FN, FN])
+
+
+@pytest.mark.parametrize(
+    ("choice", "expected"),
+    [
+        (None, ToolChoice()),
+        ("auto", ToolChoice()),
+        ("none", ToolChoice(ToolChoiceMode.NONE)),
+        ("required", ToolChoice(ToolChoiceMode.REQUIRED)),
+        (
+            {"type": "function", "name": "get_weather"},
+            ToolChoice(ToolChoiceMode.NAMED, "get_weather"),
+        ),
+    ],
+)
+def test_tool_choice(choice: Any, expected: ToolChoice) -> None:
+    request = internal(tools=[FN], tool_choice=choice, parallel_tool_calls=False)
+    assert request.tool_choice == expected and request.parallel_tool_calls is False
+
+
+@pytest.mark.parametrize(
+    ("choice", "tools", "param"),
+    [
+        ({"type": "function", "name": "other"}, [FN], "tool_choice.name"),
+        ({"type": "web_search_preview"}, [FN], "tool_choice.type"),
+        ({"type": "allowed_tools", "mode": "auto", "tools": []}, [FN], "tool_choice.type"),
+        ("required", None, "tool_choice"),
+    ],
+)
+def test_bad_tool_choice_is_400(choice: Any, tools: Any, param: str) -> None:
+    with pytest.raises(InvalidRequest) as info:
+        internal(tools=tools, tool_choice=choice)
+    assert info.value.param == param
+
+
+def test_text_formats() -> None:
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
+    fmt = {"type": "json_schema", "name": "thing", "schema": schema, "strict": True}
+    assert internal(text={"format": fmt}).response_format == ResponseFormat(schema, "thing")
+    assert internal(text={"format": fmt}).response_format.schema == schema  # type: ignore[union-attr]
+    assert internal(text={"format": {"type": "json_object"}}).response_format == ResponseFormat()
+    plain = internal(text={"format": {"type": "text"}, "verbosity": "low"})
+    assert plain.response_format is None
+    with pytest.raises(InvalidRequest) as info:
+        internal(text={"format": {"type": "json_schema", "name": "x"}})
+    assert info.value.param == "text.format.schema"
+
+
+def test_reasoning_effort_none_switches_thinking_off() -> None:
+    assert internal(reasoning={"effort": "none"}).template_kwargs == (("enable_thinking", False),)
+    assert internal(reasoning={"effort": "high", "summary": "auto"}).template_kwargs == ()
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        ({"background": True}, "background"),
+        ({"conversation": "conv_1"}, "conversation"),
+        ({"prompt": {"id": "pmpt_1"}}, "prompt"),
+    ],
+)
+def test_server_side_state_is_400(fields: dict[str, Any], param: str) -> None:
+    with pytest.raises(UnsupportedParameter) as info:
+        internal(**fields)
+    assert info.value.param == param
+
+
+def test_hints_are_accepted() -> None:
+    request = internal(
+        store=False,
+        metadata={"k": "v"},
+        user="u",
+        truncation="auto",
+        include=["reasoning.encrypted_content"],
+        service_tier="auto",
+        prompt_cache_key="k",
+        safety_identifier="s",
+        stream_options={"include_obfuscation": False},
+    )
+    assert request.messages == (ChatMessage("user", "hi"),)
+
+
+def test_unknown_fields_are_refused() -> None:
+    with pytest.raises(ValueError, match="frobnicate"):
+        body(frobnicate=True)
