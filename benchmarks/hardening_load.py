@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 import time
 from collections import Counter
@@ -234,34 +235,50 @@ async def phase_shed(
 # ---------------------------------------------------------------- 4. TTFT under attack
 
 
-async def phase_attack(
-    target: Target, builder: PromptBuilder, args: argparse.Namespace, box_s: float
+async def under_attack(
+    target: Target, args: argparse.Namespace, plan: AttackPlan, tag: str
 ) -> dict[str, Any]:
-    idle = await idle_ttft(target, builder, args, "attack-idle")
-    port = int(target.base.rsplit(":", 1)[1])
-    plan = AttackPlan(HOST, port, args.idle_connections, args.giants, args.giant_mib, target.model)
-    prompts = builder.prompts(args.probes, args.prompt_tokens, "attack")
+    """--probes TTFTs, one after the other, while `plan`'s attacker runs."""
+    prompts = args.builder.prompts(args.probes, args.prompt_tokens, f"attack:{tag}")
     started = time.perf_counter()
     with Attack(plan) as attack:
         ready_s = time.perf_counter() - started
-        log(f"attack: under way after {ready_s:.1f}s; probing")
         records = await sequential_ttfts(
             target, prompts, args.probe_tokens, args.timeout, gap_s=args.probe_gap_s
         )
         window_s = time.perf_counter() - started
-    under = ttft_figures(records)
-    result = {
-        "idle": idle,
-        "under_attack": under,
-        "ratio": ratio(under["ttft_median_s"], idle["ttft_median_s"]),
+    return {
+        **ttft_figures(records),
+        "idle_connections": plan.idle,
+        "giants": plan.giants,
         "attack_ready_s": ready_s,
         "window_s": window_s,
         "attacker": attack.report,
     }
-    log(
-        f"attack: TTFT {fmt_ms(under['ttft_median_s'])} ms vs idle "
-        f"{fmt_ms(idle['ttft_median_s'])} ms (x{fmt(result['ratio'], 2)})"
-    )
+
+
+async def phase_attack(
+    target: Target, builder: PromptBuilder, args: argparse.Namespace, box_s: float
+) -> dict[str, Any]:
+    """The idle TTFT, then under the whole attack, then under each half of it alone."""
+    idle = await idle_ttft(target, builder, args, "attack-idle")
+    port = int(target.base.rsplit(":", 1)[1])
+    n, giants = args.idle_connections, args.giants
+    parts = {"both": (n, giants), "connections_only": (n, 0), "giants_only": (0, giants)}
+    result: dict[str, Any] = {"idle": idle}
+    for name, (idle_n, giants_n) in parts.items():
+        if name != "both" and not args.attack_parts:
+            continue
+        plan = AttackPlan(HOST, port, idle_n, giants_n, args.giant_mib, target.model)
+        part = await under_attack(target, args, plan, name)
+        part["ratio"] = ratio(part["ttft_median_s"], idle["ttft_median_s"])
+        result[name] = part
+        log(
+            f"attack {name}: TTFT {fmt_ms(part['ttft_median_s'])} ms vs idle "
+            f"{fmt_ms(idle['ttft_median_s'])} ms (x{fmt(part['ratio'], 2)})"
+        )
+    result["idle_after"] = await idle_ttft(target, builder, args, "attack-idle-after")
+    result["under_attack"], result["ratio"] = result["both"], result["both"]["ratio"]
     return result
 
 
@@ -436,7 +453,7 @@ def shed_rows(b: dict[str, Any], t: dict[str, Any]) -> list[Row]:
 def attack_rows(a: dict[str, Any], t: dict[str, Any]) -> list[Row]:
     if "under_attack" not in a:
         return [("attack", "error", str(a.get("error")), "", "")]
-    report = a.get("attacker") or {}
+    report = a["under_attack"].get("attacker") or {}
     giants = report.get("giants", {})
     idle_state = report.get("idle_at_stop", {})
     return [
@@ -448,6 +465,18 @@ def attack_rows(a: dict[str, Any], t: dict[str, Any]) -> list[Row]:
             "",
         ),
         ("", "ratio", f"{fmt(a['ratio'], 2)}x", "<= 2x", yes_no(t["attack_ttft_within_2x"])),
+        *(
+            (
+                "",
+                f"ratio, {name.replace('_', ' ')}",
+                f"{fmt(a[name]['ratio'], 2)}x ({fmt_ms(a[name]['ttft_median_s'])} ms)",
+                "",
+                "",
+            )
+            for name in ("connections_only", "giants_only")
+            if name in a
+        ),
+        ("", "TTFT idle after (median ms)", fmt_ms(a["idle_after"]["ttft_median_s"]), "", ""),
         (
             "",
             "idle connections at the end",
@@ -458,7 +487,8 @@ def attack_rows(a: dict[str, Any], t: dict[str, Any]) -> list[Row]:
         (
             "",
             "giant requests (status x count)",
-            ", ".join(f"{k} x{v}" for k, v in giants.get("statuses", {}).items()) or "-",
+            ", ".join(f"{k} x{v}" for k, v in giants.get("statuses", {}).items())
+            + f" (answered in {fmt_ms(giants.get('elapsed_p50_s'), 0)} ms p50)",
             "",
             "",
         ),
@@ -500,12 +530,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--header-timeout", type=float, default=60.0, help="server A's --header-timeout")
     add("--attack-box-s", type=float, default=50.0, help="< --header-timeout")
     add("--attack-ratio-target", type=float, default=2.0)
+    add(
+        "--attack-parts",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also each half of the attack alone",
+    )
     add("--start-timeout", type=float, default=120.0)
     return parser.parse_args(argv)
 
 
+def stop_on_sigterm() -> None:
+    """SIGTERM (a time box's `timeout`) unwinds like Ctrl-C, so the servers are stopped."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    stop_on_sigterm()
     budget = Budget(args.budget_s)
     args.out.mkdir(parents=True, exist_ok=True)
     args.builder = PromptBuilder(args.model)

@@ -145,6 +145,8 @@ def _child(plan: AttackPlan, ready: Any, stop: Any, conn: Any) -> None:
         ready.set()
         while not stop.is_set():
             await asyncio.sleep(0.05)
+        if not tasks:
+            return
         _, pending = await asyncio.wait(tasks, timeout=plan.stop_timeout_s)
         for task in pending:
             task.cancel()
@@ -200,8 +202,11 @@ class Attack:
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        if self._conn.poll(self.plan.stop_timeout_s + 30):
-            self.report = self._conn.recv()
+        try:
+            if self._conn.poll(self.plan.stop_timeout_s + 30):
+                self.report = self._conn.recv()
+        except EOFError:
+            self.report = {"error": "the attacker process ended without a report"}
         self._end()
 
     def _end(self) -> None:
