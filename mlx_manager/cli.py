@@ -168,7 +168,7 @@ def serve(args: argparse.Namespace) -> int:
 
     import_mlx_lm_keeping_fd_limit()  # before anything else imports it
     from mlx_manager.api.app import create_app
-    from mlx_manager.api.http_server import uvicorn_config
+    from mlx_manager.api.http_server import DrainingServer, uvicorn_config
 
     failure: list[str] = []
     server: uvicorn.Server | None = None
@@ -179,7 +179,14 @@ def serve(args: argparse.Namespace) -> int:
             server.should_exit = True
 
     app = create_app(settings, on_fatal=on_fatal)
-    server = uvicorn.Server(uvicorn_config(app, settings.server()))
+    server_config = settings.server()
+
+    def drain() -> None:
+        runtime = getattr(app.state, "runtime", None)
+        if runtime is not None:
+            runtime.drain(server_config.shutdown_timeout)
+
+    server = DrainingServer(uvicorn_config(app, server_config), on_shutdown=drain)
     try:
         server.run()
     except KeyboardInterrupt:  # uvicorn re-raises the signal after a clean shutdown

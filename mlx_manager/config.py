@@ -135,6 +135,12 @@ class Settings(BaseSettings):
         ge=1,
         description="Seconds a kept-alive HTTP connection may sit idle between requests.",
     )
+    shutdown_timeout: float = Field(
+        30.0,
+        ge=0,
+        description="On SIGTERM or Ctrl-C: seconds the requests in flight may finish while new "
+        "ones are refused; each still open after it ends with an error event (503/529).",
+    )
     max_connections: int | None = Field(
         None,
         ge=1,
@@ -390,6 +396,7 @@ class ServerConfig(SubConfig):
     body_timeout: float = setting()
     connection_idle_timeout: int = setting()
     max_connections: int | None = setting()
+    shutdown_timeout: float = setting()
     log_level: str = setting()
     api_key: str | None = setting()
     model_aliases: tuple[str, ...] = setting("model_alias")  # NAME=MODEL_ID

@@ -6,8 +6,26 @@ as a 500 `InternalError` without a stack trace (the trace goes to the log).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, ClassVar
+
+# An absolute POSIX or Windows path (not the path part of a URL), up to its last component.
+_ABSOLUTE_PATH = re.compile(
+    r"(?<![\w.:/\\])(?:/|[A-Za-z]:\\)(?:[^\s/\\'\"(),;:]+[/\\])+([^\s/\\'\"(),;:]*)"
+)
+
+
+def without_paths(message: str) -> str:
+    """`message` with each absolute path cut to its last component: a message meant for a
+    client must not show the server's directory layout (the log keeps the full one)."""
+    return _ABSOLUTE_PATH.sub(lambda m: m.group(1) or "…", message)
+
+
+def shorten(text: str, limit: int = 256) -> str:
+    """Client input as echoed in a message: at most `limit` characters (an ellipsis marks a
+    cut), so a huge name does not come back whole in the error."""
+    return text if len(text) <= limit else f"{text[: limit - 1]}…"
 
 
 class ApiError(Exception):
@@ -58,6 +76,9 @@ class InvalidRequest(ApiError):
     status = 400
     openai_type = "invalid_request_error"
     anthropic_type = "invalid_request_error"
+    # OpenAI's code for a parameter whose value is wrong, the commonest 400; raisers name a
+    # more precise one (missing_required_parameter, invalid_type, ...) where there is one.
+    default_code = "invalid_value"
 
 
 class UnsupportedParameter(InvalidRequest):
@@ -109,6 +130,12 @@ class Overloaded(ApiError):
 
 class ModelLoading(Overloaded):
     default_code = "model_loading"
+
+
+class ServerShuttingDown(Overloaded):
+    """The server is draining before it stops: retry (on another instance, or after it)."""
+
+    default_code = "server_shutting_down"
 
 
 class ModelLoadFailed(ApiError):

@@ -7,11 +7,14 @@ reach the parts through `app.state.runtime`.
 from __future__ import annotations
 
 import asyncio
+import logging
+from pathlib import Path
 
 from mlx_manager.config import Settings
 from mlx_manager.engine.commands import MlxMemory
 from mlx_manager.engine.core import EngineSnapshot
 from mlx_manager.engine.loop import EngineThread
+from mlx_manager.errors import ErrorInfo, ServerShuttingDown, without_paths
 from mlx_manager.frontend.admission import Admission
 from mlx_manager.frontend.client import EngineClient
 from mlx_manager.frontend.lifecycle import EngineState, Lifecycle
@@ -26,6 +29,8 @@ from mlx_manager.services.embedding_service import EmbeddingService
 from mlx_manager.services.model_gate import ModelGate
 from mlx_manager.services.transcription import TranscriptionService
 from mlx_manager.types import ModelInfo
+
+log = logging.getLogger(__name__)
 
 
 class Runtime:
@@ -51,6 +56,8 @@ class Runtime:
         gate = ModelGate(self.pool, self.lifecycle, self.admission, self.aliases.resolve)
         self.embeddings = EmbeddingService(self.host.execute, gate, engine_config)
         self.transcription = TranscriptionService(self.host.execute, gate)
+        self._unresolved: dict[str, str] = {}
+        self._drain_timer: asyncio.TimerHandle | None = None
 
     @property
     def state(self) -> EngineState:
@@ -70,7 +77,7 @@ class Runtime:
         self.thread.start()
         self.lifecycle.state = EngineState.LOADING
         try:
-            configured = await self.host.resolve(specs)
+            configured = await self._resolve_each(specs)
             pool = self._pool_config
             catalog = await asyncio.to_thread(
                 build_catalog,
@@ -82,11 +89,62 @@ class Runtime:
             await self.pool.start(catalog, [spec.model_id for spec in specs])
         except Exception as exc:
             self.lifecycle.state = EngineState.FAILED
-            self.lifecycle.load_error = f"{type(exc).__name__}: {exc}"
+            self.lifecycle.load_error = f"{type(exc).__name__}: {without_paths(str(exc))}"
             raise
         self.lifecycle.state = EngineState.READY
 
+    @property
+    def failed_models(self) -> dict[str, str]:
+        """Start-up models that could not be resolved or loaded, with the reason."""
+        return {**self._unresolved, **self.pool.startup_failures}
+
+    async def _resolve_each(self, specs: list[ModelSpec]) -> list[tuple[str, Path]]:
+        """Each spec's directory; one that cannot be resolved is recorded in
+        `failed_models` and left out, unless none can (then start-up fails)."""
+        resolved: list[tuple[str, Path]] = []
+        first: Exception | None = None
+        for spec in specs:
+            try:
+                resolved += await self.host.resolve([spec])
+            except Exception as exc:
+                log.error("model %s is not served: %s", spec.model_id, exc)
+                self._unresolved[spec.model_id] = without_paths(str(exc))
+                first = first or exc
+        if first is not None and not resolved and not self._pool_config.model_dirs:
+            raise first
+        return resolved
+
+    def drain(self, timeout_s: float) -> None:
+        """Shutdown has begun: new requests are refused (503/529); the requests in flight
+        may finish for `timeout_s`, then each still open ends with an error event, so a client
+        never takes a cut stream for a whole answer."""
+        if self.lifecycle.state in (EngineState.DRAINING, EngineState.FAILED):
+            return
+        self.lifecycle.state = EngineState.DRAINING
+        log.info(
+            "shutting down: %d request(s) in flight get %gs to finish",
+            self.client.in_flight,
+            timeout_s,
+        )
+        error = ErrorInfo.of(
+            ServerShuttingDown(
+                f"the server shut down before this request finished (after a {timeout_s:g}s "
+                "drain); retry it",
+                retry_after_s=5,
+            )
+        )
+        self._drain_timer = asyncio.get_running_loop().call_later(
+            timeout_s, self._end_open_streams, error
+        )
+
+    def _end_open_streams(self, error: ErrorInfo) -> None:
+        ended = self.client.fail_all(error)
+        if ended:
+            log.warning("ended %d request(s) still running at shutdown", ended)
+
     async def stop(self) -> None:
+        if self._drain_timer is not None:
+            self._drain_timer.cancel()
         await self.pool.stop()
         await asyncio.to_thread(self.thread.stop)
 

@@ -61,6 +61,18 @@ class ToolCall:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """A piece of a tool call as it decodes, for streamed replies: the first piece of call
+    `index` (0, 1, ... in the reply) carries its id and name, later ones only more of its
+    arguments' JSON text. Joined, a call's pieces give its arguments as generated."""
+
+    index: int
+    arguments: str = ""
+    id: str | None = None
+    name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ToolSpec:
     """A function the model may call; `parameters` is a JSON Schema of its arguments."""
 
@@ -179,6 +191,9 @@ class GenerationEvent:
     stop_sequence: str | None = None  # the stop string that ended generation
     reasoning: str = ""  # thinking text, split from `text` by the output parser
     tool_calls: tuple[ToolCall, ...] = ()  # complete calls parsed from the output
+    # The same calls piece by piece as they decode (streamed replies use these, whole
+    # replies `tool_calls`); every call in `tool_calls` has had its pieces by then.
+    tool_call_deltas: tuple[ToolCallDelta, ...] = ()
 
     @property
     def finished(self) -> bool:
@@ -232,4 +247,5 @@ def merge_events(events: list[GenerationEvent]) -> GenerationEvent:
         stop_sequence=last.stop_sequence,
         reasoning="".join(e.reasoning for e in events),
         tool_calls=tuple(call for e in events for call in e.tool_calls),
+        tool_call_deltas=tuple(d for e in events for d in e.tool_call_deltas),
     )

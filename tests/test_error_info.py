@@ -34,3 +34,14 @@ def test_a_bug_becomes_a_500_naming_only_its_kind() -> None:
     back = info.api_error()
     assert type(back) is InternalError
     assert back.message == "generation failed: RuntimeError"
+
+
+def test_messages_for_clients_lose_absolute_paths_not_urls() -> None:
+    from mlx_manager.errors import without_paths
+
+    assert without_paths("bad header in /home/u/.cache/m/model.safetensors") == (
+        "bad header in model.safetensors"
+    )
+    assert without_paths(r"C:\Users\me\m.bin is short") == "m.bin is short"
+    kept = "see https://huggingface.co/org/model, ratio 1/2, a/b relative"
+    assert without_paths(kept) == kept

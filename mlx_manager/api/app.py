@@ -20,6 +20,7 @@ from mlx_manager.api import (
 from mlx_manager.api.auth import ApiKeyMiddleware
 from mlx_manager.api.errors import install_error_handlers
 from mlx_manager.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from mlx_manager.api.unicode_guard import UnicodeGuardMiddleware
 from mlx_manager.config import Settings
 from mlx_manager.models.loaded import default_spec
 from mlx_manager.models.sources import parse_model_spec
@@ -64,6 +65,7 @@ def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None
     server = settings.server()
     # Added last = outermost: the request id also marks 401 and 413 answers.
     app.state.audio_limits = audio_routes.audio_limits(server)
+    app.add_middleware(UnicodeGuardMiddleware)  # inside the body limit: reads a bounded body
     app.add_middleware(
         BodyLimitMiddleware,
         limit=server.max_request_bytes,

@@ -30,11 +30,42 @@ def error_response(request: Request, error: ApiError) -> JSONResponse:
     return JSONResponse(body, status_code=status, headers=error.headers)
 
 
+# pydantic's error types -> OpenAI's error codes (the ones its API answers with).
+_CODE_OF_KIND = {
+    "missing": "missing_required_parameter",
+    "json_invalid": "invalid_json",
+    "string_unicode": "invalid_unicode",
+    "string_too_short": "string_below_min_length",
+    "string_too_long": "string_above_max_length",
+    "too_long": "array_above_max_length",
+}
+_BOUNDS = {
+    "greater_than": "below_min_value",
+    "greater_than_equal": "below_min_value",
+    "less_than": "above_max_value",
+    "less_than_equal": "above_max_value",
+}
+
+
+def validation_code(kind: str, value: object) -> str:
+    """A meaningful `code` for a pydantic error type (`value`: the input it refused)."""
+    if kind in _CODE_OF_KIND:
+        return _CODE_OF_KIND[kind]
+    if kind == "too_short":
+        return "empty_array" if value == [] else "array_below_min_length"
+    if kind in _BOUNDS:
+        number = "integer" if isinstance(value, int) else "decimal"
+        return f"{number}_{_BOUNDS[kind]}"
+    if kind.endswith(("_type", "_parsing")) or kind in ("model_attributes_type", "is_instance_of"):
+        return "invalid_type"
+    return "invalid_value"  # literal_error, union_tag_invalid, value_error, ...
+
+
 def validation_error(exc: RequestValidationError) -> ApiError:
     """Pydantic's first complaint as a 400 naming the parameter (never FastAPI's 422)."""
     errors = exc.errors()
     if not errors:
-        return InvalidRequest("invalid request body")
+        return InvalidRequest("invalid request body", code="invalid_request_body")
     first = errors[0]
     loc = [str(p) for p in first.get("loc", ()) if p != "body"]
     # Drop pydantic's union-branch labels such as "str" or "list[...]" from the path.
@@ -61,8 +92,16 @@ def validation_error(exc: RequestValidationError) -> ApiError:
     return InvalidRequest(
         f"Invalid value for '{param}': {first.get('msg', 'invalid')}.",
         param=param,
-        code="invalid_value",
+        code=validation_code(kind, first.get("input")),
     )
+
+
+# Codes for the framework's own HTTP errors (routing and body parsing).
+_HTTP_CODES = {
+    400: "invalid_request_body",  # a body that could not be parsed (e.g. not UTF-8)
+    405: "method_not_allowed",
+    415: "unsupported_media_type",
+}
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -82,7 +121,8 @@ def install_error_handlers(app: FastAPI) -> None:
         elif exc.status_code == 413:
             error = RequestTooLarge(str(exc.detail))
         else:
-            error = InvalidRequest(str(exc.detail))
+            code = _HTTP_CODES.get(exc.status_code, "invalid_request")
+            error = InvalidRequest(str(exc.detail), code=code)
             error.status = exc.status_code  # type: ignore[misc]
         return error_response(request, error)
 

@@ -11,9 +11,13 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import logging
+import math
+import socket
+from collections.abc import Callable
 from typing import Any
 
 import uvicorn
+from sse_starlette.sse import AppStatus
 
 from mlx_manager.api.fd_limit import raise_fd_limit
 from mlx_manager.config import ServerConfig
@@ -58,6 +62,30 @@ def http_protocol(config: ServerConfig, max_connections: int) -> type[asyncio.Pr
     return guarded_protocol(limits)
 
 
+# After the drain window, what ending the open streams (with error events) may take before
+# uvicorn cancels whatever is left (a client that stopped reading, say).
+SHUTDOWN_GRACE_S = 5.0
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server, telling the app when shutdown begins.
+
+    uvicorn stops accepting at once and waits for open requests; `on_shutdown` starts the
+    app's drain window, after which the app ends its streams with error events. sse-starlette
+    would otherwise cut every stream silently at the signal (a truncated answer that looks
+    complete), so its automatic drain is turned off: the app's drain replaces it.
+    """
+
+    def __init__(self, config: uvicorn.Config, on_shutdown: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_shutdown = on_shutdown
+        AppStatus.disable_automatic_graceful_drain()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self._on_shutdown()
+        await super().shutdown(sockets=sockets)
+
+
 def uvicorn_config(app: Any, config: ServerConfig) -> uvicorn.Config:
     fd_limit = raise_fd_limit()
     max_connections = connection_cap(config.max_connections, fd_limit)
@@ -79,4 +107,5 @@ def uvicorn_config(app: Any, config: ServerConfig) -> uvicorn.Config:
         # Used by h11 only (the fallback); the guarded protocol enforces the same limit.
         h11_max_incomplete_event_size=config.max_header_bytes,
         timeout_keep_alive=config.connection_idle_timeout,
+        timeout_graceful_shutdown=math.ceil(config.shutdown_timeout + SHUTDOWN_GRACE_S),
     )

@@ -42,7 +42,7 @@ class RequestIdMiddleware:
         await self.app(scope, receive, send_with_id)
 
 
-def _replay(chunks: list[bytes], final: Message | None, then: Receive | None = None) -> Receive:
+def replay_body(chunks: list[bytes], final: Message | None, then: Receive | None = None) -> Receive:
     """A receive() that hands out the buffered body, then defers to the real one."""
     pending: list[Message] = [
         {"type": "http.request", "body": b"".join(chunks), "more_body": False}
@@ -88,7 +88,7 @@ class BodyLimitMiddleware:
         while more:
             message = await receive()
             if message["type"] != "http.request":
-                await self.app(scope, _replay([], message), send)
+                await self.app(scope, replay_body([], message), send)
                 return
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
@@ -96,7 +96,7 @@ class BodyLimitMiddleware:
                 await self._reject(scope, send, limit)
                 return
             more = bool(message.get("more_body", False))
-        await self.app(scope, _replay(chunks, None, receive), send)
+        await self.app(scope, replay_body(chunks, None, receive), send)
 
     def _message(self, limit: int) -> str:
         return f"Request body exceeds the limit of {limit} bytes."

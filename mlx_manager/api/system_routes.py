@@ -23,6 +23,8 @@ async def health(request: Request) -> JSONResponse:
     }
     if runtime.load_error:
         body["error"] = runtime.load_error
+    if runtime.failed_models:  # start-up models not served; the others are
+        body["failed_models"] = runtime.failed_models
     status = 200 if runtime.state is EngineState.READY else 503
     return JSONResponse(
         body, status_code=status, headers={} if status == 200 else {"Retry-After": "2"}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -25,11 +26,14 @@ from mlx_manager.errors import (
     InvalidRequest,
     ModelLoadFailed,
     ModelNotSupported,
+    without_paths,
 )
 from mlx_manager.models import embedding_model, speech_model
 from mlx_manager.models.loaded import LoadedModel, resolve_spec_dir
 from mlx_manager.models.loaders import load_model
 from mlx_manager.models.vision_model import VisionInputs, build_inputs
+
+log = logging.getLogger(__name__)
 
 
 class CommandHandler:
@@ -131,12 +135,12 @@ def parameter_bytes(model: Any) -> int:
 
 
 def load_error(command: cmd.LoadModel, exc: Exception) -> ApiError:
-    """A failed load as a clear API error naming the model and the cause."""
+    """A failed load as a clear API error naming the model and the cause; the server's paths
+    stay in the log."""
     if isinstance(exc, ApiError):
         return exc
-    cause = f"{type(exc).__name__}: {exc}"
+    log.warning("loading %s from %s failed: %r", command.model_id, command.path, exc)
+    cause = without_paths(f"{type(exc).__name__}: {exc}")
     if isinstance(exc, ValueError) and "not supported" in str(exc):
         return ModelNotSupported(f"The model '{command.model_id}' cannot be loaded here: {cause}")
-    return ModelLoadFailed(
-        f"Loading the model '{command.model_id}' from {command.path} failed: {cause}"
-    )
+    return ModelLoadFailed(f"Loading the model '{command.model_id}' failed: {cause}")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from PIL.Image import Image
 
@@ -20,7 +20,7 @@ from mlx_manager.config import EngineConfig, VisionConfig
 from mlx_manager.engine import commands as cmd
 from mlx_manager.engine.loop import EngineThread
 from mlx_manager.engine.request import EngineRequest
-from mlx_manager.errors import InvalidRequest
+from mlx_manager.errors import ErrorInfo, InvalidRequest
 from mlx_manager.frontend.admission import Admission, Slot
 from mlx_manager.frontend.lifecycle import Lifecycle
 from mlx_manager.frontend.output_parser import OutputParser
@@ -31,7 +31,7 @@ from mlx_manager.models.detection import ModelType
 from mlx_manager.models.vision_model import VisionInputs
 from mlx_manager.pool.pool import ModelPool
 from mlx_manager.pool.resident import Lease
-from mlx_manager.types import GenerateRequest, GenerationEvent, merge_events
+from mlx_manager.types import FinishReason, GenerateRequest, GenerationEvent, merge_events
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,7 @@ class RequestStream:
         thread: EngineThread,
         parser: OutputParser | None = None,
         lease: Lease | None = None,
+        on_end: Callable[[RequestStream], None] | None = None,
     ) -> None:
         self._request_id = request.request_id
         self._prompt_tokens = len(request.prompt_ids)
@@ -70,7 +71,9 @@ class RequestStream:
         self._lease = lease  # the model pool's hold on the model, until the final event
         self._queue: asyncio.Queue[GenerationEvent] = asyncio.Queue()
         self.loop = asyncio.get_running_loop()
-        self._done = False
+        self._done = False  # the reader has seen the final event (or aborted)
+        self._ended = False  # the final event is queued for the reader
+        self._on_end = on_end
 
     @property
     def prompt_tokens(self) -> int:
@@ -79,7 +82,27 @@ class RequestStream:
     def deliver(self, event: GenerationEvent) -> None:  # called on the event loop's thread
         if event.finished and self._lease is not None:
             self._lease.release()  # the engine is done with the model for this request
+        if self._ended:
+            return  # ended early by `fail`: this is the engine's abort coming through
+        if event.finished:
+            self._end()
         self._queue.put_nowait(event)
+
+    def fail(self, error: ErrorInfo) -> None:
+        """End the stream now with `error` as its final event and stop the generation (the
+        lease is kept until the engine confirms the abort)."""
+        if self._ended:
+            return
+        self._end()
+        self._queue.put_nowait(
+            GenerationEvent(self._request_id, finish_reason=FinishReason.ERROR, error=error)
+        )
+        self._thread.abort(self._request_id)
+
+    def _end(self) -> None:
+        self._ended = True
+        if self._on_end is not None:
+            self._on_end(self)
 
     def __aiter__(self) -> AsyncIterator[GenerationEvent]:
         return self._events()
@@ -123,6 +146,18 @@ class EngineClient:
         # Engine ids are minted here: a client's x-request-id is only echoed, since gateways
         # reuse one on retries and the engine keys its streams by id.
         self._engine_ids = itertools.count(1)
+        self._live: set[RequestStream] = set()  # submitted, final event not yet queued
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._live)
+
+    def fail_all(self, error: ErrorInfo) -> int:
+        """End every open stream with `error` (shutdown); how many there were."""
+        streams = list(self._live)
+        for stream in streams:
+            stream.fail(error)
+        return len(streams)
 
     async def submit(self, request: GenerateRequest) -> RequestStream:
         """Validate, load the model if need be, tokenize and queue.
@@ -226,7 +261,10 @@ class EngineClient:
             request.priority,
             media=media,
         )
-        stream = RequestStream(engine_request, self._thread, prepared.parser, lease)
+        stream = RequestStream(
+            engine_request, self._thread, prepared.parser, lease, self._live.discard
+        )
+        self._live.add(stream)
         self._thread.submit(engine_request, stream)
         slot.release()  # the engine counts it as queued from here (EngineThread.queued)
         return stream

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import enum
 
-from mlx_manager.errors import ModelLoading
+from mlx_manager.errors import ModelLoading, ServerShuttingDown
 
 
 class EngineState(enum.StrEnum):
     STARTING = "starting"
     LOADING = "loading"
     READY = "ready"
+    DRAINING = "draining"  # shutting down: in-flight requests finish, new ones are refused
     FAILED = "failed"
 
 
@@ -23,3 +24,5 @@ class Lifecycle:
         """503 (retry shortly) until the start-up models are resolved and the pool started."""
         if self.state in (EngineState.STARTING, EngineState.LOADING):
             raise ModelLoading("models are still loading; retry shortly", retry_after_s=2)
+        if self.state is EngineState.DRAINING:
+            raise ServerShuttingDown("the server is shutting down; retry shortly", retry_after_s=5)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from mlx_manager.errors import InvalidRequest
 from mlx_manager.frontend.constraints import build_constraint
 from mlx_manager.frontend.output_parser import OutputParser
 from mlx_manager.frontend.prompt import prompt_ids_for
@@ -37,6 +38,7 @@ def prepare(
     model: ModelCard, request: GenerateRequest, prompt_ids: list[int] | None = None
 ) -> PreparedRequest:
     """`prompt_ids`: already tokenized (vision processors do it); else rendered here."""
+    check_logit_bias(model, request.sampling)
     fmt = tool_format_of(model, request)
     if prompt_ids is None:
         prompt_ids = prompt_ids_for(model, request, fmt)
@@ -46,6 +48,20 @@ def prepare(
         sampling = dataclasses.replace(sampling, constraint=constraint)
     parser = _parser(model, request, fmt, prompt_ids, constrained=constraint is not None)
     return PreparedRequest(prompt_ids, sampling, parser)
+
+
+def check_logit_bias(model: ModelCard, sampling: SamplingParams) -> None:
+    """400 for a biased token id the model does not have: the sampler would skip it, and the
+    client would never learn that its bias did nothing (OpenAI answers 400 too)."""
+    if not sampling.logit_bias:
+        return
+    vocab = len(model.tokenizer)
+    bad = [token for token, _ in sampling.logit_bias if not 0 <= token < vocab]
+    if bad:
+        raise InvalidRequest(
+            f"logit_bias token id {bad[0]} is outside the model's vocabulary (0..{vocab - 1})",
+            param="logit_bias",
+        )
 
 
 def _parser(

@@ -27,6 +27,8 @@ from typing import Any, cast
 import mlx.core as mx
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
 
+from mlx_manager.models.disk_space import check_free_space, writing_into
+
 # Bump when the written directory changes; directories with an older marker are re-converted.
 FORMAT_VERSION = 1
 MARKER_FILE = "mlx_manager_conversion.json"
@@ -34,6 +36,8 @@ REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokeniz
 
 # Every GGUF block type that MLX keeps quantized (Q4_0, Q4_1, Q8_0) uses blocks of 32 values.
 GGUF_GROUP_SIZE = 32
+# Room for config, tokenizer and template files beside the weights (SmolLM2's are ~3.5 MB).
+TOKENIZER_BYTES = 16 * 1024 * 1024
 SCALE_DTYPES: dict[str, mx.Dtype] = {
     "float32": mx.float32,
     "float16": mx.float16,
@@ -99,17 +103,21 @@ def convert_gguf(
     hp = _hyperparameters(gguf_path, metadata, len(_meta(metadata, "tokenizer.ggml.tokens", [])))
     weights = _convert_tensors(gguf_path, tensors, hp, SCALE_DTYPES[scale_dtype], progress)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    needed = sum(int(w.nbytes) for w in weights.values()) + TOKENIZER_BYTES
+    check_free_space(out_dir.parent, needed)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
     os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; the published model is an ordinary directory
-    try:
-        mx.save_safetensors(str(tmp / "model.safetensors"), weights, metadata={"format": "mlx"})
-        del weights
-        _write_json(tmp / "config.json", _model_config(gguf_path, metadata, hp, tensors))
-        _write_tokenizer(tmp, gguf_path, metadata, hp)
-        _write_json(tmp / MARKER_FILE, conversion_marker(gguf_path, scale_dtype))
-        _publish(tmp, out_dir, conversion_marker(gguf_path, scale_dtype))
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    # The temporary copy is gone before the error is built: the free space it reports is real.
+    with writing_into(out_dir.parent, needed):
+        try:
+            mx.save_safetensors(str(tmp / "model.safetensors"), weights, metadata={"format": "mlx"})
+            del weights
+            _write_json(tmp / "config.json", _model_config(gguf_path, metadata, hp, tensors))
+            _write_tokenizer(tmp, gguf_path, metadata, hp)
+            _write_json(tmp / MARKER_FILE, conversion_marker(gguf_path, scale_dtype))
+            _publish(tmp, out_dir, conversion_marker(gguf_path, scale_dtype))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
 
 

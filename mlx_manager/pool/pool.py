@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from mlx_manager.config import PoolConfig
 from mlx_manager.engine.commands import LoadResult
-from mlx_manager.errors import ApiError, ModelBusy, ModelNotFound, NotFound, PoolFull
+from mlx_manager.errors import ApiError, ModelBusy, ModelNotFound, NotFound, PoolFull, shorten
 from mlx_manager.pool.budget import Limits, limits_for
 from mlx_manager.pool.catalog import Catalog, CatalogEntry
 from mlx_manager.pool.planner import RETRY_AFTER_S, over_budget, plan_eviction
@@ -64,24 +64,47 @@ class ModelPool:
         self.loads = 0
         self.evictions = 0
         self.idle_unloads = 0
+        # Start-up models that failed to load, with the client-safe reason.
+        self.startup_failures: dict[str, str] = {}
 
     async def start(self, catalog: Catalog, startup_ids: Sequence[str] = ()) -> None:
-        """Load the pinned models, then each startup model that fits without evicting."""
+        """Load the pinned models, then each startup model that fits without evicting.
+
+        A model that fails to load is recorded in `startup_failures` and the others are
+        loaded and served; start-up fails only when no model is left to serve."""
         self.catalog = catalog
         unknown = [model_id for model_id in self._config.pin if model_id not in catalog]
         if unknown:
             raise ValueError(f"--pin names unknown model(s): {', '.join(unknown)}")
+        failures: list[Exception] = []
+        tried = 0
         for model_id in self._config.pin:
-            await self.load(model_id, pin=True)
+            tried += 1
+            failures += await self._start_one(model_id, self.load(model_id, pin=True))
         for model_id in startup_ids:
             entry = catalog.get(model_id)
-            if entry is None or model_id in self._residents:
+            if entry is None or model_id in self._residents or model_id in self.startup_failures:
                 continue
             if self._fits(entry):
-                await self._ready(entry, pinned=False)
+                tried += 1
+                failures += await self._start_one(model_id, self._ready(entry, pinned=False))
             else:
                 log.info("model %s loads on its first request (pool limits)", model_id)
+        servable = [m for m in catalog.ids() if m not in self.startup_failures]
+        if failures and len(failures) == tried and not servable:
+            raise failures[0]
         self._start_sweeper()
+
+    async def _start_one(self, model_id: str, load: Coroutine[Any, Any, object]) -> list[Exception]:
+        """Run one start-up load; a failure is recorded (and returned), not raised."""
+        try:
+            await load
+        except Exception as exc:
+            message = exc.message if isinstance(exc, ApiError) else type(exc).__name__
+            log.error("model %s failed to load; serving the others: %s", model_id, message)
+            self.startup_failures[model_id] = message
+            return [exc]
+        return []
 
     async def stop(self) -> None:
         for task in [self._sweeper, *self._tasks]:
@@ -94,7 +117,7 @@ class ModelPool:
             ids = self.catalog.ids()
             served = ", ".join(sorted(ids)[:20]) + (" ..." if len(ids) > 20 else "")
             raise ModelNotFound(
-                f"The model '{model_id}' does not exist or is not served here "
+                f"The model '{shorten(model_id)}' does not exist or is not served here "
                 f"(served: {served or 'none'}).",
                 param="model",
             )

@@ -25,6 +25,7 @@ from mlx_manager.protocols.anthropic_schemas import (
     ToolUseBlock,
     _PromptFields,
 )
+from mlx_manager.protocols.stops import ANTHROPIC_MAX_STOPS, checked_stops
 from mlx_manager.protocols.template_kwargs import thinking_kwargs
 from mlx_manager.types import (
     ChatMessage,
@@ -48,9 +49,7 @@ _SKIPPED_BLOCKS = ("thinking", "redacted_thinking")
 
 
 def messages_request_to_internal(body: MessagesRequest, request_id: str) -> GenerateRequest:
-    stops = tuple(body.stop_sequences or ())
-    if any(s == "" for s in stops):
-        raise InvalidRequest("stop_sequences must not hold empty strings", param="stop_sequences")
+    stops = checked_stops(body.stop_sequences or (), "stop_sequences", ANTHROPIC_MAX_STOPS)
     sampling = SamplingParams(
         max_tokens=body.max_tokens,
         temperature=1.0 if body.temperature is None else body.temperature,
@@ -113,9 +112,23 @@ def _messages(body: _PromptFields) -> tuple[ChatMessage, ...]:
         system = "\n".join(block.text for block in system)
     if system:
         out.append(ChatMessage("system", system))
+    last = len(body.messages) - 1
     for index, message in enumerate(body.messages):
+        if not message.content and not (index == last and message.role == "assistant"):
+            raise _empty_content(index)
         out.extend(_message(message, f"messages[{index}]"))
     return tuple(out)
+
+
+def _empty_content(index: int) -> InvalidRequest:
+    """Anthropic's own 400 (and its words): only a final assistant prefill may be empty; an
+    empty turn would otherwise vanish from the prompt, or leave none to render."""
+    return InvalidRequest(
+        f"messages.{index}: all messages must have non-empty content except for the optional "
+        "final assistant message",
+        param=f"messages.{index}.content",
+        code="invalid_value",
+    )
 
 
 def _message(message: MessageIn, where: str) -> list[ChatMessage]:

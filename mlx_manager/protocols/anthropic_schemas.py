@@ -10,6 +10,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mlx_manager.protocols.fields import ModelName
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -117,7 +119,7 @@ class OutputConfig(_Strict):
 
 
 class _PromptFields(_Strict):
-    model: str = Field(min_length=1)
+    model: ModelName
     messages: list[MessageIn] = Field(min_length=1)
     system: str | list[TextBlock] | None = None
     tools: list[ToolIn] | None = None

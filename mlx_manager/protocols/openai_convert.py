@@ -16,6 +16,7 @@ from mlx_manager.protocols.openai_schemas import (
     TextPart,
     _SamplingFields,
 )
+from mlx_manager.protocols.stops import OPENAI_MAX_STOPS, checked_stops
 from mlx_manager.protocols.template_kwargs import template_kwargs
 from mlx_manager.types import (
     ChatMessage,
@@ -163,9 +164,7 @@ def _sampling(
 
 def _stops(stop: str | list[str] | None) -> tuple[str, ...]:
     stops = [stop] if isinstance(stop, str) else list(stop or [])
-    if any(s == "" for s in stops):
-        raise InvalidRequest("stop sequences must not be empty strings", param="stop")
-    return tuple(stops)
+    return checked_stops(stops, "stop", OPENAI_MAX_STOPS)
 
 
 def _logit_bias(bias: dict[str, float] | None) -> tuple[tuple[int, float], ...]:

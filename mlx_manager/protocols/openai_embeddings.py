@@ -15,12 +15,13 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from mlx_manager.errors import InvalidRequest
+from mlx_manager.protocols.fields import ModelName
 
 
 class EmbeddingRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    model: str
+    model: ModelName
     input: str | list[int] | list[list[int]] | list[str]
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(None, ge=1)

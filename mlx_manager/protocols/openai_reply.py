@@ -16,8 +16,12 @@ from mlx_manager.types import GenerationEvent
 
 
 def _error_chunk(event: GenerationEvent) -> dict[str, Any]:
-    # Mid-stream, OpenAI's clients show the message only: name the kind, never the details.
-    kind = event.error.kind if event.error is not None else "error"
+    # Mid-stream, OpenAI's clients show the message only: an error meant for the client (a
+    # shutdown, say) as it is; a bug by its kind, never its details.
+    error = event.error
+    if error is not None and error.is_client_error:
+        return error.api_error().openai_body()
+    kind = error.kind if error is not None else "error"
     return InternalError(f"generation failed: {kind}").openai_body()
 
 

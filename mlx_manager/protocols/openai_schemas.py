@@ -6,6 +6,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mlx_manager.protocols.fields import ModelName
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -100,7 +102,7 @@ Stop = str | list[str] | None
 
 
 class _SamplingFields(_Strict):
-    model: str = Field(min_length=1)
+    model: ModelName
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     top_k: int | None = Field(None, ge=-1)

@@ -17,6 +17,9 @@ import numpy as np
 from mlx_manager.errors import InvalidRequest, RequestTooLarge
 
 SAMPLE_RATE = 16_000
+# OpenAI's floor ("Minimum audio length is 0.1 seconds"): shorter audio holds no word, and
+# Whisper would answer 200 with empty text, which hides a broken upload.
+MIN_SECONDS = 0.1
 SUPPORTED_FORMATS = "wav, flac, ogg, opus, mp3, aiff"
 
 
@@ -58,6 +61,13 @@ def decode_audio(data: bytes, limits: AudioLimits, filename: str = "file") -> np
     if samples.size == 0:
         raise InvalidRequest(
             "The uploaded audio has no samples.", param="file", code="invalid_file"
+        )
+    if len(samples) < MIN_SECONDS * rate:
+        raise InvalidRequest(
+            f"The audio is too short ({len(samples) / rate:.3f} s); at least {MIN_SECONDS:g} s "
+            "is needed.",
+            param="file",
+            code="audio_too_short",
         )
     return resample(samples.mean(axis=1), rate)
 

@@ -175,3 +175,30 @@ def test_prompt_too_long(anthropic_client: anthropic.Anthropic) -> None:
         )
     message = info.value.body["error"]["message"]  # type: ignore[index]
     assert message.startswith("prompt is too long: ") and message.endswith(" maximum")
+
+
+@pytest.mark.parametrize("content", [[], ""])
+def test_empty_content_is_400(anthropic_client: anthropic.Anthropic, content: object) -> None:
+    for path in ("create", "count_tokens"):
+        with pytest.raises(anthropic.BadRequestError) as info:
+            call = getattr(anthropic_client.messages, path)
+            extra = {"max_tokens": 1} if path == "create" else {}
+            call(model=MODEL, messages=[{"role": "user", "content": content}], **extra)
+        error = info.value.body["error"]  # type: ignore[index]
+        assert error["type"] == "invalid_request_error"
+        assert error["message"].startswith("messages.0: all messages must have non-empty content")
+
+
+def test_empty_final_assistant_message_is_a_prefill(anthropic_client: anthropic.Anthropic) -> None:
+    reply = anthropic_client.messages.create(
+        model=MODEL, max_tokens=1, messages=[*FRANCE, {"role": "assistant", "content": []}]
+    )
+    assert reply.stop_reason == "max_tokens"
+
+
+def test_too_many_stop_sequences_is_400(anthropic_client: anthropic.Anthropic) -> None:
+    with pytest.raises(anthropic.BadRequestError) as info:
+        anthropic_client.messages.create(
+            model=MODEL, max_tokens=1, messages=FRANCE, stop_sequences=["a"] * 30_000
+        )
+    assert "stop_sequences" in info.value.body["error"]["message"]  # type: ignore[index]

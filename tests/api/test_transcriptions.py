@@ -188,6 +188,15 @@ def test_too_long_is_400(client: openai.OpenAI) -> None:
     assert caught.value.body["code"] == "audio_too_long"  # type: ignore[index]
 
 
+@pytest.mark.parametrize(("frames", "code"), [(0, "invalid_file"), (800, "audio_too_short")])
+def test_empty_or_too_short_audio_is_400(client: openai.OpenAI, frames: int, code: str) -> None:
+    empty = wav_bytes(np.zeros(frames, dtype=np.float32), 16_000)  # a valid header, no speech
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.audio.transcriptions.create(model="whisper", file=("empty.wav", empty))
+    assert caught.value.body["code"] == code  # type: ignore[index]
+    assert caught.value.body["param"] == "file"  # type: ignore[index]
+
+
 def test_missing_file_is_400(speech_server: ServerProcess) -> None:
     reply = httpx.post(
         f"{speech_server.base_url}/v1/audio/transcriptions",

@@ -63,3 +63,21 @@ def test_bad_image_blocks_are_named(content: object, role: str, param: str) -> N
     with pytest.raises(InvalidRequest) as info:
         convert.prompt_to_internal(request(content, role), "r")
     assert info.value.param == param
+
+
+def test_empty_content_is_400_but_a_final_assistant_prefill() -> None:
+    for content in ([], ""):
+        with pytest.raises(InvalidRequest) as info:
+            convert.prompt_to_internal(request(content), "r")
+        assert info.value.param == "messages.0.content" and info.value.code == "invalid_value"
+    body = MessagesRequest.model_validate(
+        {
+            "model": "m",
+            "max_tokens": 4,
+            "messages": [
+                {"role": "user", "content": "Hi"},
+                {"role": "assistant", "content": []},
+            ],
+        }
+    )
+    assert [m.role for m in convert.prompt_to_internal(body, "r").messages or ()] == ["user"]

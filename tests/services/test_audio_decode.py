@@ -73,3 +73,15 @@ def test_too_long_is_400() -> None:
 
 def test_resample_keeps_duration() -> None:
     assert resample(np.zeros(22_050, np.float32), 22_050).shape == (16_000,)
+
+
+@pytest.mark.parametrize("frames", [0, 1, 1599])
+def test_empty_or_too_short_wav_is_400(frames: int) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        decode_audio(encode(np.zeros(frames, dtype=np.float32), 16_000), LIMITS)
+    assert caught.value.param == "file"
+    assert caught.value.code == ("invalid_file" if frames == 0 else "audio_too_short")
+
+
+def test_a_tenth_of_a_second_is_enough() -> None:
+    assert decode_audio(encode(tone(44_100, 0.1), 44_100), LIMITS).shape == (1600,)
