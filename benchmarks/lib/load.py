@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 
 from benchmarks.lib.prompts import Prompt
-from benchmarks.lib.sse import RequestRecord, Target, timed_request
+from benchmarks.lib.sse import RequestRecord, Target, stream_request, timed_request
 from benchmarks.lib.stats import percentile
 
 
@@ -130,3 +130,92 @@ def latencies(ok: list[RequestRecord]) -> dict[str, float | None]:
 def chunks_per_token(ok: list[RequestRecord]) -> float | None:
     values = [r.chunks / r.tokens for r in ok if r.tokens]
     return statistics.fmean(values) if values else None
+
+
+def require_finish(records: list[RequestRecord]) -> None:
+    """Book a stream that ended with [DONE] but never sent a finish_reason as a failure."""
+    for r in records:
+        if r.error is None and r.finish_reason is None:
+            r.fail("no_finish_reason", "[DONE] without a finish_reason")
+
+
+# ---------------------------------------------------------------- probes and recovery
+
+
+def probe_client(timeout: float) -> httpx.AsyncClient:
+    """A client that opens a fresh connection per request (no keep-alive): a probe pays the
+    connect, as a new client of a busy server does."""
+    limits = httpx.Limits(max_connections=8, max_keepalive_connections=0)
+    return httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(timeout, connect=timeout))
+
+
+async def sequential_ttfts(
+    target: Target, prompts: list[Prompt], max_tokens: int, timeout: float, gap_s: float = 0.0
+) -> list[RequestRecord]:
+    """One streamed request after the other (each on a new connection), `gap_s` apart."""
+    records = [RequestRecord(i) for i in range(len(prompts))]
+    async with probe_client(timeout) as client:
+        for prompt, record in zip(prompts, records, strict=True):
+            await timed_request(client, target, prompt, max_tokens, record, timeout)
+            if gap_s:
+                await asyncio.sleep(gap_s)
+    return records
+
+
+async def queue_stats(client: httpx.AsyncClient, base: str) -> dict[str, Any]:
+    """MLX Manager's /v1/queue/stats (the engine snapshot: running, waiting, ...)."""
+    response = await client.get(base + "/v1/queue/stats", timeout=10)
+    response.raise_for_status()
+    stats: dict[str, Any] = response.json()
+    return stats
+
+
+async def wait_queue_empty(
+    base: str, timeout: float, since: float | None = None, poll_s: float = 0.02
+) -> tuple[float | None, dict[str, Any]]:
+    """Seconds from `since` (a perf_counter time; default now) until /v1/queue/stats shows
+    running == waiting == 0 (None: not within `timeout`), and the last stats read."""
+    started = time.perf_counter()
+    since = started if since is None else since
+    stats: dict[str, Any] = {}
+    async with httpx.AsyncClient() as client:
+        while time.perf_counter() - started < timeout:
+            stats = await queue_stats(client, base)
+            if stats["running"] == 0 and stats["waiting"] == 0:
+                return time.perf_counter() - since, stats
+            await asyncio.sleep(poll_s)
+    return None, stats
+
+
+@dataclass(slots=True)
+class Cancelled:
+    records: list[RequestRecord]
+    first_tokens_s: float  # first send -> every stream had its first token (or failed)
+    cancelled_at: float  # perf_counter when the connections were closed
+
+
+async def cancel_after_first_token(
+    target: Target, prompts: list[Prompt], max_tokens: int, timeout: float
+) -> Cancelled:
+    """Open one stream per prompt at once; once every stream has its first token (or failed,
+    or `timeout` passed), close every connection as a client that gives up does."""
+    records = [RequestRecord(i) for i in range(len(prompts))]
+    n = len(prompts)
+    limits = httpx.Limits(max_connections=n + 8, max_keepalive_connections=n + 8)
+    client = httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(timeout, connect=timeout))
+    tasks = [
+        asyncio.create_task(stream_request(client, target, p, max_tokens, r))
+        for p, r in zip(prompts, records, strict=True)
+    ]
+    started = time.perf_counter()
+    while time.perf_counter() - started < timeout:
+        if all(r.first is not None or r.error is not None or r.end for r in records):
+            break
+        await asyncio.sleep(0.01)
+    first_tokens_s = time.perf_counter() - started
+    cancelled_at = time.perf_counter()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await client.aclose()
+    return Cancelled(records, first_tokens_s, cancelled_at)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -103,3 +104,17 @@ def source_info(src: Path) -> dict[str, Any]:
         dirty = _git(src, "status", "--porcelain", "--", "mlx_manager")
         info["mlx_manager_dirty"] = bool(dirty.strip())
     return info
+
+
+def process_memory_mib(pid: int) -> dict[str, float]:
+    """Resident memory of `pid` now (VmRSS) and at its peak (VmHWM), in MiB; {} if unreadable."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return {}
+    found = dict(re.findall(r"^(VmRSS|VmHWM):\s+(\d+) kB", text, re.MULTILINE))
+    return {
+        key: round(int(found[field]) / 1024, 1)
+        for key, field in (("rss_mib", "VmRSS"), ("peak_rss_mib", "VmHWM"))
+        if field in found
+    }

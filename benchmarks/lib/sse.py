@@ -257,3 +257,15 @@ async def timed_request(
     except TimeoutError:
         record.fail("timeout", f"request ran past {timeout:.0f}s")
         record.end = time.perf_counter()
+
+
+def anthropic_payload(
+    model: str, text: str, max_tokens: int, stream: bool = True
+) -> dict[str, Any]:
+    """An Anthropic /v1/messages body with one user message."""
+    return {
+        "model": model,
+        "max_tokens": max_tokens,
+        "stream": stream,
+        "messages": [{"role": "user", "content": text}],
+    }
