@@ -245,6 +245,10 @@ class Settings(BaseSettings):
         10.0, gt=0, description="Seconds to wait for the Hugging Face hub before giving up."
     )
     log_level: str = Field("info", description="Log level: debug, info, warning, error.")
+    metrics_public: bool = Field(
+        False,
+        description="Serve /metrics without the API key (for a scraper on a trusted network).",
+    )
     api_key: str | None = Field(
         None,
         description=(
@@ -399,6 +403,7 @@ class ServerConfig(SubConfig):
     shutdown_timeout: float = setting()
     log_level: str = setting()
     api_key: str | None = setting()
+    metrics_public: bool = setting()
     model_aliases: tuple[str, ...] = setting("model_alias")  # NAME=MODEL_ID
     max_audio_bytes: int = setting()
     max_audio_seconds: float = setting()

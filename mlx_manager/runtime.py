@@ -20,6 +20,7 @@ from mlx_manager.frontend.client import EngineClient
 from mlx_manager.frontend.lifecycle import EngineState, Lifecycle
 from mlx_manager.frontend.model_host import EngineModelHost
 from mlx_manager.models.sources import ModelSpec
+from mlx_manager.observability.registry import Metrics
 from mlx_manager.pool.catalog import CatalogEntry, build_catalog
 from mlx_manager.pool.pool import ModelPool
 from mlx_manager.routing.aliases import AliasTable
@@ -53,7 +54,10 @@ class Runtime:
             engine_config,
             settings.vision(),
         )
-        self.generation = GenerationService(LocalProvider(self.client), self.aliases)
+        self.metrics = Metrics(self.thread.snapshot, self.pool.status)
+        self.generation = GenerationService(
+            LocalProvider(self.client), self.aliases, self.metrics.requests.observe
+        )
         gate = ModelGate(self.pool, self.lifecycle, self.admission, self.aliases.resolve)
         self.embeddings = EmbeddingService(self.host.execute, gate, engine_config)
         self.transcription = TranscriptionService(self.host.execute, gate)

@@ -14,11 +14,12 @@ from mlx_manager.api import (
     anthropic_routes,
     audio_routes,
     embeddings_routes,
+    metrics_routes,
     openai_routes,
     responses_routes,
     system_routes,
 )
-from mlx_manager.api.auth import ApiKeyMiddleware
+from mlx_manager.api.auth import OPEN_PATHS, ApiKeyMiddleware
 from mlx_manager.api.errors import install_error_handlers
 from mlx_manager.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from mlx_manager.api.unicode_guard import UnicodeGuardMiddleware
@@ -58,6 +59,7 @@ def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None
     app = FastAPI(title="MLX Manager", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
     app.include_router(system_routes.router)
+    app.include_router(metrics_routes.router)
     app.include_router(openai_routes.router)
     app.include_router(responses_routes.router)
     app.include_router(embeddings_routes.router)
@@ -74,6 +76,7 @@ def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None
         path_limits={audio_routes.TRANSCRIPTIONS_PATH: audio_routes.body_limit(server)},
     )
     if server.api_key:
-        app.add_middleware(ApiKeyMiddleware, api_key=server.api_key)
+        open_paths = OPEN_PATHS | ({"/metrics"} if server.metrics_public else set())
+        app.add_middleware(ApiKeyMiddleware, api_key=server.api_key, open_paths=open_paths)
     app.add_middleware(RequestIdMiddleware)
     return app

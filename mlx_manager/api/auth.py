@@ -1,4 +1,8 @@
-"""API-key check for every /v1 route (when a key is configured).
+"""API-key check for every route but a few open ones (when a key is configured).
+
+Deny by default: `/v1/*`, `/admin/*` (model loads and unloads), `/metrics`, `/docs` and any
+route added later need the key; only the root probe, `/health` and, with --metrics-public,
+`/metrics` are open. (Accounts and per-user keys replace this static key later.)
 
 OpenAI clients send ``Authorization: Bearer KEY``; Anthropic clients send ``x-api-key: KEY``
 (or a bearer token, as Claude Code does with ANTHROPIC_AUTH_TOKEN). A missing or wrong key is
@@ -30,13 +34,17 @@ def presented_keys(scope: Scope) -> list[str]:
     return keys
 
 
+OPEN_PATHS = frozenset({"/", "/health"})
+
+
 class ApiKeyMiddleware:
-    def __init__(self, app: ASGIApp, api_key: str) -> None:
+    def __init__(self, app: ASGIApp, api_key: str, open_paths: frozenset[str] = OPEN_PATHS) -> None:
         self.app = app
         self._key = api_key.encode()
+        self._open = open_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not str(scope.get("path", "")).startswith("/v1/"):
+        if scope["type"] != "http" or str(scope.get("path", "")) in self._open:
             await self.app(scope, receive, send)
             return
         keys = presented_keys(scope)

@@ -9,17 +9,27 @@ plug in here, so the routes never change for them.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 from mlx_manager.routing.aliases import AliasTable
 from mlx_manager.routing.providers.base import GenerationProvider
 from mlx_manager.security.principal import Principal
 from mlx_manager.types import EventStream, GenerateRequest
 
+# Wraps a request's stream to observe it (metrics): (stream, request, backend) -> stream.
+StreamObserver = Callable[[EventStream, GenerateRequest, str], EventStream]
+
 
 class GenerationService:
-    def __init__(self, local: GenerationProvider, aliases: AliasTable) -> None:
+    def __init__(
+        self,
+        local: GenerationProvider,
+        aliases: AliasTable,
+        observe: StreamObserver | None = None,
+    ) -> None:
         self._local = local
         self._aliases = aliases
+        self._observe = observe
 
     def served_model(self, name: str) -> str:
         """The served model a requested name means (aliases applied)."""
@@ -27,7 +37,10 @@ class GenerationService:
 
     async def submit(self, request: GenerateRequest, principal: Principal) -> EventStream:
         """Queue a generation: an ApiError before anything streams, else its event stream."""
-        return await self._provider(request).submit(self._resolved(request))
+        resolved = self._resolved(request)
+        provider = self._provider(resolved)
+        stream = await provider.submit(resolved)
+        return self._observe(stream, resolved, provider.name) if self._observe else stream
 
     async def count_tokens(self, request: GenerateRequest, principal: Principal) -> int:
         """Prompt tokens of a request as its model would see it (tools included)."""

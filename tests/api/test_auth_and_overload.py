@@ -70,6 +70,22 @@ def test_openai_routes_take_bearer_only_and_health_is_open(locked: ServerProcess
     assert httpx.get(f"{locked.base_url}/health").status_code == 200
 
 
+def test_every_other_route_needs_the_key(locked: ServerProcess) -> None:
+    """Deny by default: model management, metrics and the API docs are not open."""
+    for method, path in [
+        ("GET", "/admin/models/status"),
+        ("POST", f"/admin/models/unload/{MODEL}"),
+        ("GET", "/metrics"),
+        ("GET", "/docs"),
+        ("GET", "/openapi.json"),
+    ]:
+        reply = httpx.request(method, f"{locked.base_url}{path}")
+        assert reply.status_code == 401, (path, reply.status_code)
+    bearer = {"authorization": f"Bearer {KEY}"}
+    assert httpx.get(f"{locked.base_url}/metrics", headers=bearer).status_code == 200
+    assert httpx.get(f"{locked.base_url}/admin/models/status", headers=bearer).status_code == 200
+
+
 def test_root_probe_is_open_and_names_no_model(locked: ServerProcess) -> None:
     """Claude Code sends HEAD / before its first request, possibly without the key."""
     assert httpx.head(f"{locked.base_url}/").status_code == 200
