@@ -134,6 +134,11 @@ class EngineCore:
     def has_work(self) -> bool:
         return any(engine.has_work() for engine in self._engines.values())
 
+    @property
+    def waiting(self) -> int:
+        """Requests queued for a running batch, across models (cheap: queue lengths)."""
+        return sum(e.waiting for e in self._engines.values())
+
     def add_request(self, request: EngineRequest) -> None:
         engine = self._engines.get(request.model_id)
         if engine is None:

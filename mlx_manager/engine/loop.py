@@ -140,9 +140,14 @@ class EngineThread:
             self._publish_snapshot()
 
     def _publish_snapshot(self) -> None:
-        """At most every SNAPSHOT_PERIOD_S while busy (it is read rarely), and when idle."""
+        """At most every SNAPSHOT_PERIOD_S while busy (it is read rarely), when idle, and
+        whenever the queue's length changed: admission counts on it (`queued`)."""
         now = time.monotonic()
-        if now - self._snapshot_at >= SNAPSHOT_PERIOD_S or not self._core.has_work():
+        if (
+            now - self._snapshot_at >= SNAPSHOT_PERIOD_S
+            or not self._core.has_work()
+            or self._core.waiting != self._snapshot.waiting
+        ):
             self._snapshot = self._core.snapshot()
             self._published = (self._snapshot, self._submits_taken)  # one atomic store
             self._snapshot_at = now

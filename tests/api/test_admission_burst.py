@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import contextlib
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from tokenizers import Tokenizer
 
 from tests.fixtures.server import ServerProcess
+from tests.fixtures.tiny_models import no_end_tokens
 
 MAX_WAITING = 8
 BURST = 64
@@ -35,35 +36,56 @@ def narrow(
         process.stop()
 
 
-def _no_end_tokens(model_dir: Path) -> dict[str, int]:
-    """A logit_bias that keeps the random-weight model from ending its reply."""
-    tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
-    return {str(i): -100 for i in tokenizer.get_added_tokens_decoder()}
+SAY = [{"role": "user", "content": "Say something long."}]
+
+
+@contextlib.asynccontextmanager
+async def _one_running(
+    base_url: str, model_dir: Path, connections: int
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A client, and a long stream holding the one sequence slot (--max-num-seqs 1) while the
+    block runs."""
+    long = {
+        "model": "tiny",
+        "max_tokens": 1900,
+        "stream": True,
+        "logit_bias": no_end_tokens(model_dir),
+        "messages": SAY,
+    }
+    limits = httpx.Limits(max_connections=connections)
+    await _until_idle(base_url)  # an earlier test's stream may still be ending
+    async with (
+        httpx.AsyncClient(base_url=base_url, timeout=120, limits=limits) as http,
+        http.stream("POST", "/v1/chat/completions", json=long) as running,
+    ):
+        data = (line async for line in running.aiter_lines() if line.startswith("data:"))
+        await anext(data)  # the role chunk, sent before any token
+        await anext(data)  # its first token: it is running
+        yield http
+
+
+async def _until_idle(base_url: str) -> None:
+    async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
+        for _ in range(600):
+            stats = (await http.get("/v1/queue/stats")).json()
+            if stats["running"] == stats["waiting"] == 0:
+                return
+            await asyncio.sleep(0.05)
+    raise AssertionError(f"the engine never went idle: {stats}")
 
 
 async def _burst(base_url: str, model_dir: Path) -> list[httpx.Response]:
-    limits = httpx.Limits(max_connections=BURST + 1)
-    async with httpx.AsyncClient(base_url=base_url, timeout=120, limits=limits) as http:
-        # The one sequence slot (--max-num-seqs 1) stays busy for the whole burst, so no
-        # request of the burst can start: each one either waits or is shed.
-        long = {
-            "model": "tiny",
-            "max_tokens": 1900,
-            "stream": True,
-            "logit_bias": _no_end_tokens(model_dir),
-            "messages": [{"role": "user", "content": "Say something long."}],
-        }
-        async with http.stream("POST", "/v1/chat/completions", json=long) as running:
-            lines = running.aiter_lines()
-            await anext(lines)  # its first token: it is running
-            # Open every connection first, so the requests themselves arrive together.
-            await asyncio.gather(*(http.get("/health") for _ in range(BURST)))
-            # A longer prompt widens the time between arrival and the scheduler's queue.
-            prompt = [{"role": "user", "content": "word " * 600}]
-            short = {"model": "tiny", "max_tokens": 1, "messages": prompt}
-            return await asyncio.gather(
-                *(http.post("/v1/chat/completions", json=short) for _ in range(BURST))
-            )
+    # The one sequence slot (--max-num-seqs 1) stays busy for the whole burst, so no
+    # request of the burst can start: each one either waits or is shed.
+    async with _one_running(base_url, model_dir, BURST + 1) as http:
+        # Open every connection first, so the requests themselves arrive together.
+        await asyncio.gather(*(http.get("/health") for _ in range(BURST)))
+        # A longer prompt widens the time between arrival and the scheduler's queue.
+        prompt = [{"role": "user", "content": "word " * 600}]
+        short = {"model": "tiny", "max_tokens": 1, "messages": prompt}
+        return await asyncio.gather(
+            *(http.post("/v1/chat/completions", json=short) for _ in range(BURST))
+        )
 
 
 @pytest.mark.timeout(240)
@@ -80,36 +102,25 @@ def test_a_burst_is_shed_beyond_max_waiting_requests(
 
 
 async def _count_while_full(base_url: str, model_dir: Path) -> httpx.Response:
-    limits = httpx.Limits(max_connections=MAX_WAITING + 2)
-    async with httpx.AsyncClient(base_url=base_url, timeout=120, limits=limits) as http:
-        long = {
-            "model": "tiny",
-            "max_tokens": 1900,
-            "stream": True,
-            "logit_bias": _no_end_tokens(model_dir),
-            "messages": [{"role": "user", "content": "Say something long."}],
-        }
-        async with http.stream("POST", "/v1/chat/completions", json=long) as running:
-            lines = running.aiter_lines()
-            await anext(lines)  # running: the one sequence slot is taken
-            short = {"model": "tiny", "max_tokens": 1, "messages": long["messages"]}
-            queued = [
-                asyncio.create_task(http.post("/v1/chat/completions", json=short))
-                for _ in range(MAX_WAITING)
-            ]
-            for _ in range(1200):  # until all of them wait in the scheduler
-                stats = (await http.get("/v1/queue/stats")).json()
-                if stats["waiting"] >= MAX_WAITING:
-                    break
-                await asyncio.sleep(0.05)
-            else:
-                raise AssertionError(f"the queue never filled: {stats}")
-            count = {"model": "tiny", "messages": [{"role": "user", "content": "Hi"}]}
-            headers = {"anthropic-version": "2023-06-01"}
-            reply = await http.post("/v1/messages/count_tokens", json=count, headers=headers)
-            for task in queued:
-                task.cancel()
-            return reply
+    async with _one_running(base_url, model_dir, MAX_WAITING + 2) as http:
+        short = {"model": "tiny", "max_tokens": 1, "messages": SAY}
+        queued = [
+            asyncio.create_task(http.post("/v1/chat/completions", json=short))
+            for _ in range(MAX_WAITING)
+        ]
+        for _ in range(1200):  # until all of them wait in the scheduler
+            stats = (await http.get("/v1/queue/stats")).json()
+            if stats["waiting"] >= MAX_WAITING:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError(f"the queue never filled: {stats}")
+        count = {"model": "tiny", "messages": [{"role": "user", "content": "Hi"}]}
+        headers = {"anthropic-version": "2023-06-01"}
+        reply = await http.post("/v1/messages/count_tokens", json=count, headers=headers)
+        for task in queued:
+            task.cancel()
+        return reply
 
 
 @pytest.mark.timeout(240)

@@ -11,16 +11,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tokenizers import Tokenizer
 
 from tests.fixtures.server import ServerProcess
+from tests.fixtures.tiny_models import no_end_tokens
 
 DRAIN_S = 1.5
-
-
-def _no_end_tokens(model_dir: Path) -> dict[str, int]:
-    tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
-    return {str(i): -100 for i in tokenizer.get_added_tokens_decoder()}
 
 
 async def _lines(http: httpx.AsyncClient, path: str, body: dict[str, object]) -> list[str]:
@@ -36,7 +31,7 @@ async def _lines(http: httpx.AsyncClient, path: str, body: dict[str, object]) ->
 async def _during_shutdown(server: ServerProcess, model_dir: Path) -> tuple[list[str], ...]:
     messages = [{"role": "user", "content": "Tell me everything."}]
     long = {"model": "tiny", "max_tokens": 1900, "stream": True, "messages": messages}
-    long["logit_bias"] = _no_end_tokens(model_dir)
+    long["logit_bias"] = no_end_tokens(model_dir)
     headers = {"anthropic-version": "2023-06-01"}
     async with httpx.AsyncClient(base_url=server.base_url, timeout=60, headers=headers) as http:
         openai_long = asyncio.create_task(_lines(http, "/v1/chat/completions", long))
