@@ -6,7 +6,6 @@ Flags are generated from the Settings fields, so every flag has an env var and a
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 import types
@@ -158,10 +157,9 @@ def serve(args: argparse.Namespace) -> int:
     except (ValidationError, ValueError, OSError) as exc:
         print(f"mlx-manager: invalid configuration: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    from mlx_manager.observability.logs import configure_logging
+
+    configure_logging(settings.log_level, settings.log_format)
     import uvicorn
 
     from mlx_manager.api.fd_limit import import_mlx_lm_keeping_fd_limit

@@ -22,7 +22,7 @@ import inspect
 import json
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -244,6 +244,9 @@ class Settings(BaseSettings):
     hub_timeout_s: float = Field(
         10.0, gt=0, description="Seconds to wait for the Hugging Face hub before giving up."
     )
+    log_format: Literal["text", "json"] = Field(
+        "text", description="Log lines as text or as JSON lines (one object per line)."
+    )
     log_level: str = Field("info", description="Log level: debug, info, warning, error.")
     metrics_public: bool = Field(
         False,
@@ -402,6 +405,7 @@ class ServerConfig(SubConfig):
     max_connections: int | None = setting()
     shutdown_timeout: float = setting()
     log_level: str = setting()
+    log_format: Literal["text", "json"] = setting()
     api_key: str | None = setting()
     metrics_public: bool = setting()
     model_aliases: tuple[str, ...] = setting("model_alias")  # NAME=MODEL_ID

@@ -18,6 +18,7 @@ from typing import Any
 
 import uvicorn
 from sse_starlette.sse import AppStatus
+from uvicorn.config import LOGGING_CONFIG
 
 from mlx_manager.api.fd_limit import raise_fd_limit
 from mlx_manager.config import ServerConfig
@@ -103,6 +104,9 @@ def uvicorn_config(app: Any, config: ServerConfig) -> uvicorn.Config:
         host=config.host,
         port=config.port,
         log_level=config.log_level,
+        # JSON lines: uvicorn's loggers propagate to ours (one format, the request id on each
+        # line); text keeps uvicorn's own look.
+        log_config=None if config.log_format == "json" else LOGGING_CONFIG,
         http=http_protocol(config, max_connections),
         # Used by h11 only (the fallback); the guarded protocol enforces the same limit.
         h11_max_incomplete_event_size=config.max_header_bytes,

@@ -10,6 +10,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mlx_manager.api.dialect import is_anthropic
 from mlx_manager.errors import ApiError, RequestTooLarge
+from mlx_manager.observability.logs import REQUEST_ID
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -31,6 +32,7 @@ class RequestIdMiddleware:
         incoming = dict(scope.get("headers", [])).get(b"x-request-id", b"").decode("latin-1")
         request_id = incoming if _SAFE_ID.match(incoming) else f"req_{uuid.uuid4().hex}"
         scope.setdefault("state", {})["request_id"] = request_id
+        REQUEST_ID.set(request_id)  # on every log line of this request (--log-format json)
         # x-request-id for OpenAI clients, request-id for Anthropic's SDK.
         headers = [(b"x-request-id", request_id.encode()), (b"request-id", request_id.encode())]
 

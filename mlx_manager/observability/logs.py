@@ -1,0 +1,54 @@
+"""Log lines, as text or as JSON lines, each naming the request it belongs to.
+
+The request id (the one echoed in `x-request-id`) is kept in a context variable that the
+request-id middleware sets for the request's task; a logging filter copies it onto every record
+made in that context, uvicorn's access line included. The JSON formatter is a few lines over
+the stdlib (one object per line: time, level, logger, message, request_id, exception): a
+dependency would add nothing here.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+
+REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "mlx_manager_request_id", default=None
+)
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class RequestIdFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = REQUEST_ID.get()
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+            "request_id": getattr(record, "request_id", None),
+        }
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, ensure_ascii=False)
+
+
+def configure_logging(level: str, log_format: str) -> None:
+    """The root logger for the server: every line through one handler on stderr (uvicorn's
+    loggers propagate to it when uvicorn is given no logging config of its own)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RequestIdFilter())
+    handler.setFormatter(
+        JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT)
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
