@@ -233,9 +233,11 @@ class UpstreamStream:
                     sse = await anext(self._sse, None)
             except TimeoutError:
                 return self._error(self._upstream._timeout(what))
-            except (httpx.HTTPError, ValueError) as exc:
-                if self._aborted:
+            except Exception as exc:
+                if self._aborted:  # abort() closed the response under the read
                     return None
+                if not isinstance(exc, httpx.HTTPError | ValueError):
+                    raise
                 return self._error(self._upstream._unreachable(exc))
             event = self._decode(sse)
             if event is not None:
