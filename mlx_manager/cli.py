@@ -6,6 +6,7 @@ Flags are generated from the Settings fields, so every flag has an env var and a
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import types
@@ -13,7 +14,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from mlx_manager.config import ENV_PREFIX, Settings, load_settings
 
@@ -44,7 +45,10 @@ def add_settings_flags(parser: argparse.ArgumentParser) -> None:
             default = "none"
         help_text = f"{field.description} [env {env}; default: {default}]"
         kwargs: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": help_text}
-        if is_list:
+        if isinstance(kind, type) and issubclass(kind, BaseModel):
+            # Structured settings (providers, routes): the whole list as one JSON value.
+            parser.add_argument(flag, type=json.loads, metavar="JSON", **kwargs)
+        elif is_list:
             parser.add_argument(flag, action="append", metavar="VALUE", **kwargs)
         elif kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)

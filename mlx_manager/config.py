@@ -20,12 +20,15 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
+import re2
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -37,6 +40,90 @@ from pydantic_settings import (
 ENV_PREFIX = "MLX_MANAGER_"
 
 C = TypeVar("C", bound="SubConfig")
+
+# Routing regexes are written by admins and matched against every requested model name: RE2
+# (linear time, no backtracking) plus a length cap keep a bad one from costing more than a
+# bounded scan.
+MAX_ROUTE_PATTERN_CHARS = 256
+LOCAL_PROVIDER = "local"  # the target name of the model pool on this machine
+
+
+def compile_route_regex(pattern: str) -> Any:
+    """A routing regex compiled by RE2; ValueError if too long or not valid RE2 syntax
+    (backreferences and lookarounds are not: they need backtracking)."""
+    if len(pattern) > MAX_ROUTE_PATTERN_CHARS:
+        raise ValueError(f"route regex is longer than {MAX_ROUTE_PATTERN_CHARS} characters")
+    try:
+        return re2.compile(pattern)
+    except re2.error as exc:
+        detail = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else exc
+        raise ValueError(f"route regex {pattern!r} is not valid RE2: {detail}") from None
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class UpstreamTimeouts(_Strict):
+    """Seconds an upstream may take: to connect, to its first event, between two events, and
+    for the whole answer."""
+
+    connect_s: float = Field(10.0, gt=0)
+    first_token_s: float = Field(300.0, gt=0)
+    idle_s: float = Field(120.0, gt=0)
+    total_s: float = Field(600.0, gt=0)
+
+
+class ProviderSettings(_Strict):
+    """An upstream: where it is, which dialect it speaks, where its key comes from."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    kind: Literal["openai", "openai_compatible", "anthropic"]
+    # OpenAI dialects: up to the version (http://host/v1); Anthropic: the root (/v1/messages
+    # is appended), as the vendors' SDKs take them.
+    base_url: str
+    api_key_env: str | None = None  # the environment variable holding its key
+    timeouts: UpstreamTimeouts = Field(default_factory=lambda: UpstreamTimeouts.model_validate({}))
+    # Anthropic requires max_tokens: sent when the request sets none.
+    default_max_tokens: int = Field(4096, ge=1)
+
+    @field_validator("name")
+    @classmethod
+    def _not_local(cls, value: str) -> str:
+        if value == LOCAL_PROVIDER:
+            raise ValueError(f"provider name {LOCAL_PROVIDER!r} is reserved for the local pool")
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"base_url {value!r} must be an http(s) URL")
+        if parts.username or parts.password or parts.query or parts.fragment:
+            raise ValueError("base_url may not hold credentials, a query or a fragment")
+        return value.rstrip("/")
+
+
+class RouteTarget(_Strict):
+    provider: str  # a provider's name, or "local"
+    model: str | None = None  # the model name there; None: the requested name as it is
+
+
+class RouteSettings(_Strict):
+    """A routing rule: requested model names it matches, and the chain of targets to try."""
+
+    pattern: str = Field(min_length=1, max_length=MAX_ROUTE_PATTERN_CHARS)
+    match: Literal["exact", "prefix", "regex"] = "exact"
+    priority: int = 0  # regex rules: lower first
+    enabled: bool = True
+    targets: list[RouteTarget] = Field(min_length=1, max_length=5)
+
+    @model_validator(mode="after")
+    def _check_regex(self) -> RouteSettings:
+        if self.match == "regex":
+            compile_route_regex(self.pattern)
+        return self
 
 
 class Settings(BaseSettings):
@@ -267,6 +354,24 @@ class Settings(BaseSettings):
         ),
     )
 
+    providers: list[ProviderSettings] = Field(
+        default_factory=list,
+        description="Upstream providers, as a list of {name, kind: openai|openai_compatible|"
+        "anthropic, base_url, api_key_env, timeouts} (config file, or JSON). See README.",
+    )
+    routes: list[RouteSettings] = Field(
+        default_factory=list,
+        description="Routing rules, as a list of {pattern, match: exact|prefix|regex, "
+        "priority, enabled, targets: [{provider, model}]} (config file, or JSON); a name no "
+        "rule matches is served by the local pool.",
+    )
+    failover_cooldown_failures: int = Field(
+        3, ge=1, description="Consecutive failures after which a route target is skipped."
+    )
+    failover_cooldown_s: float = Field(
+        30.0, gt=0, description="Seconds a failing route target is skipped (or its Retry-After)."
+    )
+
     @field_validator(
         "model",
         "model_dir",
@@ -306,6 +411,32 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown log level {value!r}")
         return level
 
+    @model_validator(mode="after")
+    def _check_routing(self) -> Settings:
+        names = [p.name for p in self.providers]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"provider name(s) declared twice: {', '.join(sorted(dup))}")
+        for provider in self.providers:
+            if provider.api_key_env and not os.environ.get(provider.api_key_env):
+                raise ValueError(
+                    f"provider {provider.name!r}: environment variable "
+                    f"{provider.api_key_env} is not set"
+                )
+        known = {*names, LOCAL_PROVIDER}
+        seen: set[tuple[str, str]] = set()
+        for route in self.routes:
+            key = (route.match, route.pattern)
+            if key in seen:
+                raise ValueError(f"route {route.match} {route.pattern!r} is declared twice")
+            seen.add(key)
+            for target in route.targets:
+                if target.provider not in known:
+                    raise ValueError(
+                        f"route {route.pattern!r} names unknown provider {target.provider!r}"
+                    )
+        return self
+
     def sub(self, kind: type[C]) -> C:
         """The sub-config `kind`, each field read from the setting it names."""
         return kind.model_validate(self, from_attributes=True)
@@ -324,6 +455,9 @@ class Settings(BaseSettings):
 
     def engine(self) -> EngineConfig:
         return self.sub(EngineConfig)
+
+    def routing(self) -> RoutingConfig:
+        return self.sub(RoutingConfig)
 
 
 def _parse_keep_alive(item: str) -> tuple[str, float]:
@@ -481,6 +615,16 @@ class PoolConfig(SubConfig):
             if name == model_id:
                 return seconds or None
         return self.keep_alive_s
+
+
+class RoutingConfig(SubConfig):
+    """What the generation seam needs: upstream providers, rules, aliases, failover."""
+
+    providers: tuple[ProviderSettings, ...] = setting()
+    routes: tuple[RouteSettings, ...] = setting()
+    model_aliases: tuple[str, ...] = setting("model_alias")  # NAME=MODEL_ID
+    cooldown_failures: int = setting("failover_cooldown_failures")
+    cooldown_s: float = setting("failover_cooldown_s")
 
 
 class _FileSource(PydanticBaseSettingsSource):

@@ -96,6 +96,13 @@ class AuthenticationFailed(ApiError):
     default_code = "invalid_api_key"
 
 
+class PermissionDenied(ApiError):
+    status = 403
+    openai_type = "invalid_request_error"
+    anthropic_type = "permission_error"
+    default_code = "permission_denied"
+
+
 class NotFound(ApiError):
     status = 404
     openai_type = "invalid_request_error"
@@ -112,6 +119,15 @@ class RequestTooLarge(ApiError):
     openai_type = "invalid_request_error"
     anthropic_type = "request_too_large"
     default_code = "request_too_large"
+
+
+class RateLimited(ApiError):
+    """Too many requests for a rate limit (an upstream's, passed on with its Retry-After)."""
+
+    status = 429
+    openai_type = "rate_limit_error"
+    anthropic_type = "rate_limit_error"
+    default_code = "rate_limit_exceeded"
 
 
 class Overloaded(ApiError):
@@ -165,6 +181,20 @@ class ModelNotSupported(ApiError):
     openai_type = "invalid_request_error"
     anthropic_type = "invalid_request_error"
     default_code = "model_not_supported"
+
+
+class UpstreamUnavailable(ApiError):
+    """An upstream could not be reached, or broke the connection or its protocol."""
+
+    status = 502
+    default_code = "upstream_unavailable"
+
+
+class UpstreamTimeout(ApiError):
+    """An upstream took longer than its timeout (first token, idle gap or total)."""
+
+    status = 504
+    default_code = "upstream_timeout"
 
 
 class InternalError(ApiError):

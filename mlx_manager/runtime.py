@@ -24,8 +24,8 @@ from mlx_manager.observability.registry import Metrics
 from mlx_manager.pool.catalog import CatalogEntry, build_catalog
 from mlx_manager.pool.pool import ModelPool
 from mlx_manager.routing.aliases import AliasTable
+from mlx_manager.routing.build import build_generation
 from mlx_manager.routing.providers.local import LocalProvider
-from mlx_manager.routing.service import GenerationService
 from mlx_manager.services.embedding_service import EmbeddingService
 from mlx_manager.services.model_gate import ModelGate
 from mlx_manager.services.response_store import ResponseStore
@@ -55,8 +55,11 @@ class Runtime:
             settings.vision(),
         )
         self.metrics = Metrics(self.thread.snapshot, self.pool.status)
-        self.generation = GenerationService(
-            LocalProvider(self.client), self.aliases, self.metrics.requests.observe
+        self.generation, self._upstreams = build_generation(
+            settings.routing(),
+            LocalProvider(self.client),
+            self.aliases,
+            self.metrics.requests.observe,
         )
         gate = ModelGate(self.pool, self.lifecycle, self.admission, self.aliases.resolve)
         self.embeddings = EmbeddingService(self.host.execute, gate, engine_config)
@@ -151,6 +154,8 @@ class Runtime:
     async def stop(self) -> None:
         if self._drain_timer is not None:
             self._drain_timer.cancel()
+        for upstream in self._upstreams:
+            await upstream.aclose()
         await self.pool.stop()
         await asyncio.to_thread(self.thread.stop)
 

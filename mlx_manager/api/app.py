@@ -17,6 +17,7 @@ from mlx_manager.api import (
     metrics_routes,
     openai_routes,
     responses_routes,
+    routing_routes,
     system_routes,
 )
 from mlx_manager.api.auth import OPEN_PATHS, ApiKeyMiddleware
@@ -65,6 +66,7 @@ def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None
     app.include_router(embeddings_routes.router)
     app.include_router(anthropic_routes.router)
     app.include_router(admin_routes.router)
+    app.include_router(routing_routes.router)
     app.include_router(audio_routes.router)
     server = settings.server()
     # Added last = outermost: the request id also marks 401 and 413 answers.

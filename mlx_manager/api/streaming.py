@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from mlx_manager.protocols.replies import Payload, Reply
+from mlx_manager.routing.failover import RoutedStream
 from mlx_manager.types import EventStream, GenerationEvent
 
 PING_SECONDS = 15
@@ -32,7 +33,10 @@ async def reply(
     headers: Mapping[str, str] | None = None,
 ) -> Response:
     """The HTTP answer to a submitted generation, shaped by its API's `Reply`; `headers` go
-    on the answer, streamed or not (e.g. the fields the request set that were ignored)."""
+    on the answer, streamed or not (e.g. the fields the request set that were ignored), with
+    the backend that answered (`x-mlx-manager-backend`) when the stream was routed."""
+    if isinstance(stream, RoutedStream):
+        headers = {**stream.headers, **(headers or {})}
     if streaming:
         return sse_response(shape.stream(aiter(stream)), shape.named_events, headers)
     try:

@@ -1,18 +1,28 @@
 """The generation seam: every route that generates text calls this service.
 
 Routes convert their wire request into a `GenerateRequest` and hand it over with the caller's
-principal; the service resolves the model name (aliases today, routing rules later), picks the
-provider and returns its `EventStream`. Routing, accounts' scopes, metrics and the audit log
-plug in here, so the routes never change for them.
+principal; the service routes the model name (rules.route: exact, longest prefix, regex,
+aliases as exact rules, else the local pool), runs the chain of targets with failover and
+returns the answering `RoutedStream` (which names its backend). Accounts' scopes, metrics
+and the audit log plug in here, so the routes never change for them.
+
+A name no rule matches goes to the local pool directly, as before routing existed: no peek
+at the first event, no cooldown. A rule's chain runs through failover.run_chain; with one
+target there is nothing to fail over to, so its stream is returned at once.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
+from mlx_manager.config import LOCAL_PROVIDER
+from mlx_manager.errors import ModelNotFound
 from mlx_manager.routing.aliases import AliasTable
+from mlx_manager.routing.failover import Backend, Cooldowns, RoutedStream, run_chain
 from mlx_manager.routing.providers.base import GenerationProvider
+from mlx_manager.routing.rules import Route, RuleSet, Target, route
 from mlx_manager.security.principal import Principal
 from mlx_manager.types import EventStream, GenerateRequest
 
@@ -25,30 +35,80 @@ class GenerationService:
         self,
         local: GenerationProvider,
         aliases: AliasTable,
+        upstreams: Mapping[str, GenerationProvider] | None = None,
+        rules: RuleSet | None = None,
+        cooldowns: Cooldowns | None = None,
         observe: StreamObserver | None = None,
     ) -> None:
         self._local = local
         self._aliases = aliases
+        self._upstreams = dict(upstreams or {})
+        self._rules = rules if rules is not None else RuleSet.build((), aliases)
+        self._cooldowns = cooldowns or Cooldowns(3, 30.0)
         self._observe = observe
 
     def served_model(self, name: str) -> str:
         """The served model a requested name means (aliases applied)."""
         return self._aliases.resolve(name)
 
+    def route(self, name: str) -> Route:
+        return route(self._rules, name)
+
     async def submit(self, request: GenerateRequest, principal: Principal) -> EventStream:
         """Queue a generation: an ApiError before anything streams, else its event stream."""
-        resolved = self._resolved(request)
-        provider = self._provider(resolved)
-        stream = await provider.submit(resolved)
-        return self._observe(stream, resolved, provider.name) if self._observe else stream
+        chosen = self.route(request.model)
+
+        async def attempt(target: Target) -> tuple[EventStream, bool]:
+            provider = self._provider(target)
+            sent = _for(request, target)
+            stream = await provider.submit(sent)
+            if self._observe is not None:  # each attempt, by the backend that ran it
+                stream = self._observe(stream, sent, target.provider)
+            return stream, self._left_machine(target)
+
+        if len(chosen.targets) == 1:
+            target = chosen.targets[0]
+            stream, left = await attempt(target)
+            return RoutedStream(stream, Backend(target, left))
+        return await run_chain(chosen, attempt, self._cooldowns)
 
     async def count_tokens(self, request: GenerateRequest, principal: Principal) -> int:
-        """Prompt tokens of a request as its model would see it (tools included)."""
-        return await self._provider(request).count_tokens(self._resolved(request))
+        """Prompt tokens of a request as its (first) model would see it (tools included)."""
+        target = self.route(request.model).targets[0]
+        return await self._provider(target).count_tokens(_for(request, target))
 
-    def _resolved(self, request: GenerateRequest) -> GenerateRequest:
-        served = self.served_model(request.model)
-        return request if served == request.model else dataclasses.replace(request, model=served)
+    def explain(self, name: str) -> dict[str, Any]:
+        """Which rule `name` matches and the chain it runs (GET /admin/routes/explain)."""
+        chosen = self.route(name)
+        return {
+            "model": name,
+            "rule": chosen.rule.describe() if chosen.rule is not None else None,
+            "chain": [
+                {
+                    "provider": t.provider,
+                    "model": t.model,
+                    "data_leaves_machine": self._left_machine(t),
+                    "cooldown_s": round(self._cooldowns.remaining(t.key), 3),
+                }
+                for t in chosen.targets
+            ],
+        }
 
-    def _provider(self, request: GenerateRequest) -> GenerationProvider:
-        return self._local  # the only provider until upstream routing lands
+    def _provider(self, target: Target) -> GenerationProvider:
+        if target.provider == LOCAL_PROVIDER:
+            return self._local
+        provider = self._upstreams.get(target.provider)
+        if provider is None:  # config validation makes this unreachable
+            raise ModelNotFound(f"no provider {target.provider!r}")
+        return provider
+
+    def _left_machine(self, target: Target) -> bool:
+        if target.provider == LOCAL_PROVIDER:
+            return False
+        return bool(getattr(self._upstreams.get(target.provider), "left_machine", True))
+
+
+def _for(request: GenerateRequest, target: Target) -> GenerateRequest:
+    if target.model == request.model:
+        return request
+    return dataclasses.replace(request, model=target.model)

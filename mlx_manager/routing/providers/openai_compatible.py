@@ -1,0 +1,45 @@
+"""Upstreams that speak OpenAI chat completions: OpenAI itself (kind `openai`) and any
+compatible server (`openai_compatible`: vLLM, Ollama, another MLX Manager)."""
+
+from __future__ import annotations
+
+import os
+
+from mlx_manager.config import ProviderSettings
+from mlx_manager.protocols import openai_upstream
+from mlx_manager.routing.providers.upstream import HttpUpstream
+from mlx_manager.types import EventStream, GenerateRequest
+
+CHARS_PER_TOKEN = 4  # count_tokens estimate: OpenAI's API has no counting endpoint
+
+
+class OpenAICompatibleProvider:
+    def __init__(self, settings: ProviderSettings) -> None:
+        key = os.environ.get(settings.api_key_env, "") if settings.api_key_env else ""
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self.http = HttpUpstream(settings, headers, (key,))
+        self.name = settings.name
+        self._dialect: openai_upstream.Dialect = (
+            "openai" if settings.kind == "openai" else "openai_compatible"
+        )
+
+    @property
+    def left_machine(self) -> bool:
+        return self.http.left_machine
+
+    async def submit(self, request: GenerateRequest) -> EventStream:
+        body = openai_upstream.chat_body(request, request.model, self._dialect)
+        decoder = openai_upstream.ChatStreamDecoder(request.request_id, self.name)
+        return await self.http.open("/chat/completions", body, decoder, request.request_id)
+
+    async def count_tokens(self, request: GenerateRequest) -> int:
+        """An estimate (characters / 4): the chat completions API cannot count."""
+        messages = openai_upstream.check_chat(request)
+        chars = sum(len(m.content) + len(m.role) for m in messages)
+        chars += sum(
+            len(t.name) + len(t.description) + len(str(t.parameters)) for t in request.tools
+        )
+        return max(1, chars // CHARS_PER_TOKEN)
+
+    async def aclose(self) -> None:
+        await self.http.aclose()

@@ -1,0 +1,273 @@
+"""What both upstream dialects share: one pooled httpx client per provider, the POST, HTTP
+errors as ApiErrors, SSE (httpx-sse: a small, well-kept parser of the SSE framing, which is
+subtler than `data:` lines: multi-line data, comments, CRLF), timeouts, abort.
+
+No retries and no redirects: MLX Manager's failover is the only retry loop, and a redirect
+could carry the key to another host. The URL and key come from the admin's configuration,
+never from a request, and neither appears in a message sent to a client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, Protocol
+
+import httpx
+from httpx_sse import EventSource, ServerSentEvent
+
+from mlx_manager.config import ProviderSettings
+from mlx_manager.errors import (
+    ApiError,
+    ErrorInfo,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from mlx_manager.protocols.upstream_errors import upstream_error
+from mlx_manager.types import FinishReason, GenerationEvent
+
+log = logging.getLogger(__name__)
+
+MAX_ERROR_BODY_BYTES = 64 * 1024
+LOOPBACK_HOSTS = ("localhost", "127.", "::1", "[::1]")
+
+
+class Decoder(Protocol):
+    """A dialect's stream decoder (protocols/*_upstream.py)."""
+
+    @property
+    def started(self) -> bool:
+        """Whatever precedes the output has been read (Anthropic's message_start)."""
+        ...
+
+    @property
+    def finished(self) -> bool: ...
+
+    @property
+    def prompt_tokens(self) -> int: ...
+
+    def feed(self, data: dict[str, Any]) -> GenerationEvent | None: ...
+
+    def end(self) -> GenerationEvent: ...
+
+
+class HttpUpstream:
+    """One provider's HTTP side."""
+
+    def __init__(
+        self,
+        settings: ProviderSettings,
+        auth_headers: Mapping[str, str],
+        secrets: tuple[str, ...],
+    ) -> None:
+        self.settings = settings
+        self.name = settings.name
+        t = settings.timeouts
+        self._client = httpx.AsyncClient(
+            headers=dict(auth_headers),
+            # read None: first-token, idle and total limits are kept per event below.
+            timeout=httpx.Timeout(connect=t.connect_s, read=None, write=t.idle_s, pool=t.connect_s),
+            follow_redirects=False,
+            trust_env=False,  # no proxy or netrc credentials picked up from the environment
+        )
+        self._secrets = (*secrets, settings.base_url)
+
+    @property
+    def left_machine(self) -> bool:
+        host = httpx.URL(self.settings.base_url).host
+        return not any(host == h or host.startswith(h) for h in LOOPBACK_HOSTS)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def post_json(self, path: str, body: dict[str, Any]) -> Any:
+        """A non-streamed POST's JSON answer (count_tokens); errors as ApiErrors."""
+        t = self.settings.timeouts
+        try:
+            async with asyncio.timeout(t.total_s):
+                response = await self._client.post(self.settings.base_url + path, json=body)
+        except (TimeoutError, httpx.TimeoutException):
+            raise self._timeout("answer") from None
+        except httpx.HTTPError as exc:
+            raise self._unreachable(exc) from None
+        if response.status_code >= 400:
+            raise self._status_error(response, response.content)
+        return response.json()
+
+    async def open(
+        self, path: str, body: dict[str, Any], decoder: Decoder, request_id: str
+    ) -> UpstreamStream:
+        """POST a streamed request: an ApiError if it fails before streaming, else its stream."""
+        loop = asyncio.get_running_loop()
+        t = self.settings.timeouts
+        started = loop.time()
+        request = self._client.build_request("POST", self.settings.base_url + path, json=body)
+        try:
+            async with asyncio.timeout(min(t.first_token_s, t.total_s)):
+                response = await self._client.send(request, stream=True)
+        except (TimeoutError, httpx.TimeoutException) as exc:
+            if isinstance(exc, httpx.ConnectTimeout):
+                raise self._unreachable(exc) from None
+            raise self._timeout("first token") from None
+        except httpx.HTTPError as exc:
+            raise self._unreachable(exc) from None
+        if response.status_code >= 400 or 300 <= response.status_code < 400:
+            try:
+                content = await _bounded_body(response)
+            finally:
+                await response.aclose()
+            raise self._status_error(response, content)
+        stream = UpstreamStream(self, response, decoder, started, request_id)
+        await stream.prime()
+        return stream
+
+    def _status_error(self, response: httpx.Response, content: bytes) -> ApiError:
+        status = response.status_code
+        if 300 <= status < 400:
+            return UpstreamUnavailable(
+                f"upstream {self.name!r} answered with a redirect, which is not followed"
+            )
+        retry_after = response.headers.get("retry-after")
+        return upstream_error(
+            self.name, status, content, retry_after=retry_after, secrets=self._secrets
+        )
+
+    def _unreachable(self, exc: Exception) -> ApiError:
+        # The exception's text names the URL: only its type goes to the client.
+        log.warning("upstream %s unreachable: %r", self.name, exc)
+        return UpstreamUnavailable(
+            f"upstream {self.name!r} could not be reached ({type(exc).__name__})"
+        )
+
+    def _timeout(self, what: str) -> ApiError:
+        return UpstreamTimeout(f"upstream {self.name!r} timed out waiting for the {what}")
+
+    def error_event(self, request_id: str, error: ApiError) -> GenerationEvent:
+        return GenerationEvent(
+            request_id, finish_reason=FinishReason.ERROR, error=ErrorInfo.of(error)
+        )
+
+
+async def _bounded_body(response: httpx.Response) -> bytes:
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) >= MAX_ERROR_BODY_BYTES:
+            break
+    return bytes(body[:MAX_ERROR_BODY_BYTES])
+
+
+class UpstreamStream:
+    """An upstream's SSE answer as an EventStream; leaving early or abort() closes it."""
+
+    def __init__(
+        self,
+        upstream: HttpUpstream,
+        response: httpx.Response,
+        decoder: Decoder,
+        started: float,
+        request_id: str,
+    ) -> None:
+        self._upstream = upstream
+        self._response = response
+        self._decoder = decoder
+        self._sse = EventSource(response).aiter_sse()
+        t = upstream.settings.timeouts
+        self._first_deadline = started + t.first_token_s
+        self._total_deadline = started + t.total_s
+        self._idle_s = t.idle_s
+        self._got_output = False
+        self._buffered: list[GenerationEvent] = []
+        self._aborted = False
+        self._closer: asyncio.Task[None] | None = None
+        self.request_id = request_id
+
+    @property
+    def prompt_tokens(self) -> int:
+        return self._decoder.prompt_tokens
+
+    async def prime(self) -> None:
+        """Read what comes before the output (Anthropic's message_start, with the prompt's
+        token count); what output arrives meanwhile is kept for iteration."""
+        while not self._decoder.started:
+            event = await self._next()
+            if event is None:
+                return
+            self._buffered.append(event)
+            if event.finished or event.text or event.reasoning or event.tool_call_deltas:
+                return
+
+    def __aiter__(self) -> AsyncIterator[GenerationEvent]:
+        return self._events()
+
+    async def _events(self) -> AsyncIterator[GenerationEvent]:
+        try:
+            while self._buffered:
+                event = self._buffered.pop(0)
+                yield event
+                if event.finished:
+                    return
+            while True:
+                following = await self._next()
+                if following is None:
+                    return
+                yield following
+                if following.finished:
+                    return
+        finally:
+            await self._response.aclose()
+
+    async def _next(self) -> GenerationEvent | None:
+        """The next event: output, the last one, or an error event (None: aborted)."""
+        loop = asyncio.get_running_loop()
+        while not self._aborted:
+            now = loop.time()
+            limit = now + self._idle_s if self._got_output else self._first_deadline
+            what = "next event" if self._got_output else "first token"
+            if self._total_deadline <= limit:
+                limit, what = self._total_deadline, "whole answer"
+            try:
+                async with asyncio.timeout(max(limit - now, 0.0)):
+                    sse = await anext(self._sse, None)
+            except TimeoutError:
+                return self._error(self._upstream._timeout(what))
+            except Exception as exc:
+                if self._aborted:  # abort() closed the response under the read
+                    return None
+                if not isinstance(exc, httpx.HTTPError | ValueError):
+                    raise
+                return self._error(self._upstream._unreachable(exc))
+            event = self._decode(sse)
+            if event is not None:
+                self._got_output = True
+                return event
+        return None
+
+    def _decode(self, sse: ServerSentEvent | None) -> GenerationEvent | None:
+        decoder = self._decoder
+        if sse is None:  # the connection ended
+            if decoder.finished:
+                return decoder.end()
+            name = self._upstream.name
+            return self._error(UpstreamUnavailable(f"upstream {name!r} ended the stream early"))
+        if sse.data == "[DONE]":  # OpenAI's end: the usage chunk came before it
+            return decoder.end()
+        if not sse.data:
+            return None
+        try:
+            data = json.loads(sse.data)
+        except ValueError:
+            return self._error(
+                UpstreamUnavailable(f"upstream {self._upstream.name!r} sent bad JSON")
+            )
+        return decoder.feed(data) if isinstance(data, dict) else None
+
+    def _error(self, error: ApiError) -> GenerationEvent:
+        return self._upstream.error_event(self.request_id, error)
+
+    def abort(self) -> None:
+        if not self._aborted:
+            self._aborted = True
+            self._closer = asyncio.ensure_future(self._response.aclose())
