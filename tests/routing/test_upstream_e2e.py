@@ -229,6 +229,7 @@ def test_anthropic_forced_tool_call(an: anthropic.Anthropic, model: str, stream:
         ],
         tool_choice={"type": "any"},
         max_tokens=40,
+        extra_body={"temperature": 0},  # greedy: the same call every run
     )
     if stream:
         with an.messages.stream(**args) as events:
