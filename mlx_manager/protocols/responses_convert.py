@@ -6,6 +6,11 @@ A peer of openai_convert and anthropic_convert over the same internal types. Dec
 - ``function_call`` items are the assistant's tool calls (joined onto the assistant message
   before them), ``function_call_output`` items ``tool`` messages; ``reasoning`` items are not
   fed back (as thinking blocks are not, in the other dialects).
+- ``custom`` (freeform) tools, Codex's ``apply_patch``, are served as functions taking one
+  string, ``{"input": string}`` (`CUSTOM_INPUT`), their format (a lark or regex grammar)
+  shown to the model in the description, not enforced; a call of one goes back out as a
+  ``custom_tool_call`` item with that string as its ``input``, and ``custom_tool_call`` /
+  ``custom_tool_call_output`` input items come in as the same call and result.
 - ``namespace`` tools are served as flat functions named ``<namespace>__<name>`` (the
   namespace's own trailing separator is kept when it has one, as Codex's ``mcp__server__``);
   `NamespaceMap` turns a flat name back into the pair for output items.
@@ -15,12 +20,17 @@ A peer of openai_convert and anthropic_convert over the same internal types. Dec
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from mlx_manager.errors import InvalidRequest, UnsupportedParameter
 from mlx_manager.protocols.responses_schemas import (
     ContentPart,
+    CustomChoice,
+    CustomTool,
+    CustomToolCallItem,
+    CustomToolCallOutputItem,
     FunctionCallItem,
     FunctionCallOutputItem,
     FunctionChoice,
@@ -125,7 +135,11 @@ def input_messages(body: ResponsesRequest) -> tuple[ChatMessage, ...]:
             name = flat_name(item.namespace, item.name) if item.namespace else item.name
             call_names[item.call_id] = name
             _add_call(messages, ToolCall(item.call_id, name, item.arguments))
-        elif isinstance(item, FunctionCallOutputItem):
+        elif isinstance(item, CustomToolCallItem):
+            name = flat_name(item.namespace, item.name) if item.namespace else item.name
+            call_names[item.call_id] = name
+            _add_call(messages, ToolCall(item.call_id, name, custom_arguments(item.input)))
+        elif isinstance(item, FunctionCallOutputItem | CustomToolCallOutputItem):
             text = _output_text(item.output, f"{where}.output")
             called = call_names.get(item.call_id)
             messages.append(ChatMessage("tool", text, tool_call_id=item.call_id, name=called))
@@ -150,7 +164,8 @@ def _unsupported_item(item: OtherItem, where: str) -> UnsupportedParameter:
     else:
         message = (
             f"{where}: {item.type!r} items are not supported (message, function_call, "
-            "function_call_output and reasoning items are)"
+            "function_call_output, custom_tool_call, custom_tool_call_output and reasoning "
+            "items are)"
         )
     return UnsupportedParameter(message, param=f"{where}.type")
 
@@ -218,14 +233,53 @@ def flat_name(namespace: str, name: str) -> str:
     return f"{namespace}{separator}{name}"
 
 
-def _functions(body: ResponsesRequest) -> Iterable[tuple[FunctionTool, str | None]]:
-    """Every function tool with its namespace (None at the top level); 400 for other kinds."""
+# The parameters of a custom tool served as a function: its input, one string.
+CUSTOM_INPUT = "input"
+
+
+def custom_arguments(text: str) -> str:
+    """A custom tool's input as the arguments of the function it is served as."""
+    return json.dumps({CUSTOM_INPUT: text}, ensure_ascii=False)
+
+
+def custom_input(arguments: str) -> str:
+    """The input of a custom tool's call, from the arguments the model wrote (as they are
+    when they are not an object holding a string input, e.g. cut short)."""
+    try:
+        value = json.loads(arguments)
+    except ValueError:
+        return arguments
+    if isinstance(value, dict) and isinstance(value.get(CUSTOM_INPUT), str):
+        return str(value[CUSTOM_INPUT])
+    return arguments
+
+
+def _custom_spec(tool: CustomTool, name: str) -> ToolSpec:
+    fmt = tool.format
+    about = "The input, as free text."
+    if fmt is not None and fmt.type == "grammar" and fmt.definition:
+        syntax = fmt.syntax or "lark"
+        about = f"The input, as text matching this {syntax} grammar:\n{fmt.definition}"
+    parameters = {
+        "type": "object",
+        "properties": {CUSTOM_INPUT: {"type": "string", "description": about}},
+        "required": [CUSTOM_INPUT],
+        "additionalProperties": False,
+    }
+    return ToolSpec(name, tool.description or "", parameters)
+
+
+def _functions(
+    body: ResponsesRequest,
+) -> Iterable[tuple[FunctionTool | CustomTool, str | None]]:
+    """Every function and custom tool with its namespace (None at the top level); 400 for
+    other kinds."""
     for i, tool in enumerate(body.tools or ()):
-        if isinstance(tool, FunctionTool):
+        if isinstance(tool, FunctionTool | CustomTool):
             yield tool, None
         elif isinstance(tool, NamespaceTool):
             for j, inner in enumerate(tool.tools):
-                if not isinstance(inner, FunctionTool):
+                if not isinstance(inner, FunctionTool | CustomTool):
                     raise _unsupported_tool(inner.type, f"tools[{i}].tools[{j}]")
                 yield inner, tool.name
         else:
@@ -234,8 +288,8 @@ def _functions(body: ResponsesRequest) -> Iterable[tuple[FunctionTool, str | Non
 
 def _unsupported_tool(kind: str, where: str) -> UnsupportedParameter:
     return UnsupportedParameter(
-        f"{where}: {kind!r} tools are not supported here; only function tools (and "
-        "namespaces of them) are, and the client runs them",
+        f"{where}: {kind!r} tools are not supported here; only function and custom tools "
+        "(and namespaces of them) are, and the client runs them",
         param=f"{where}.type",
     )
 
@@ -244,7 +298,10 @@ def tool_specs(body: ResponsesRequest) -> tuple[ToolSpec, ...]:
     specs = []
     for tool, namespace in _functions(body):
         name = tool.name if namespace is None else flat_name(namespace, tool.name)
-        specs.append(ToolSpec(name, tool.description or "", tool.parameters or {}))
+        if isinstance(tool, CustomTool):
+            specs.append(_custom_spec(tool, name))
+        else:
+            specs.append(ToolSpec(name, tool.description or "", tool.parameters or {}))
     seen: set[str] = set()
     for spec in specs:
         if spec.name in seen:
@@ -262,8 +319,18 @@ def namespace_map(body: ResponsesRequest) -> dict[str, tuple[str, str]]:
     }
 
 
+def custom_tool_names(body: ResponsesRequest) -> frozenset[str]:
+    """The flat names of the custom tools, whose calls go out as ``custom_tool_call``."""
+    return frozenset(
+        tool.name if namespace is None else flat_name(namespace, tool.name)
+        for tool, namespace in _functions(body)
+        if isinstance(tool, CustomTool)
+    )
+
+
 def _tool_choice(
-    choice: str | FunctionChoice | OtherChoice | None, tools: tuple[ToolSpec, ...]
+    choice: str | FunctionChoice | CustomChoice | OtherChoice | None,
+    tools: tuple[ToolSpec, ...],
 ) -> ToolChoice:
     if choice is None or choice == "auto":
         return ToolChoice()
@@ -272,18 +339,18 @@ def _tool_choice(
     if isinstance(choice, OtherChoice):
         raise UnsupportedParameter(
             f"tool_choice of type {choice.type!r} is not supported (auto, none, required, "
-            "or a function by name)",
+            "or a function or custom tool by name)",
             param="tool_choice.type",
         )
     if not tools:
         raise InvalidRequest("tool_choice requires tools", param="tool_choice")
     if choice == "required":
         return ToolChoice(ToolChoiceMode.REQUIRED)
-    assert isinstance(choice, FunctionChoice)
+    assert isinstance(choice, FunctionChoice | CustomChoice)
     name = flat_name(choice.namespace, choice.name) if choice.namespace else choice.name
     if not any(t.name == name for t in tools):
         raise InvalidRequest(
-            f"tool_choice names function {name!r}, which is not in tools",
+            f"tool_choice names {choice.type} {name!r}, which is not in tools",
             param="tool_choice.name",
         )
     return ToolChoice(ToolChoiceMode.NAMED, name)

@@ -11,7 +11,12 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlx_manager.protocols.responses_convert import NamespaceMap, namespace_map
+from mlx_manager.protocols.responses_convert import (
+    NamespaceMap,
+    custom_input,
+    custom_tool_names,
+    namespace_map,
+)
 from mlx_manager.protocols.responses_schemas import ResponsesRequest
 from mlx_manager.types import FinishReason, ToolCall, Usage
 
@@ -25,12 +30,17 @@ def new_id(prefix: str) -> str:
 @dataclass(frozen=True, slots=True)
 class ResponseShell:
     """What every response object of one request shares: its id, creation time, the
-    request's settings as echoed back, and how to name namespaced calls."""
+    request's settings as echoed back, how to name namespaced calls and which calls are of
+    custom tools."""
 
     response_id: str
     created_at: int
     settings: dict[str, Any]
     names: NamespaceMap = field(default_factory=dict)
+    custom: frozenset[str] = frozenset()
+
+    def call_item(self, item_id: str, call: ToolCall, status: str) -> Item:
+        return call_item(item_id, call, status, self.names, self.custom)
 
     def response(
         self,
@@ -57,7 +67,11 @@ class ResponseShell:
 
 def response_shell(body: ResponsesRequest) -> ResponseShell:
     return ResponseShell(
-        new_id("resp"), int(time.time()), echoed_settings(body), namespace_map(body)
+        new_id("resp"),
+        int(time.time()),
+        echoed_settings(body),
+        namespace_map(body),
+        custom_tool_names(body),
     )
 
 
@@ -124,23 +138,28 @@ def reasoning_item(item_id: str, text: str | None, status: str) -> Item:
     return {"type": "reasoning", "id": item_id, "summary": [], "content": content, "status": status}
 
 
-def function_call_item(item_id: str, call: ToolCall, status: str, names: NamespaceMap) -> Item:
-    """A call as the client named its tool: a namespaced one by its namespace and name."""
-    item: Item = {
-        "type": "function_call",
-        "id": item_id,
-        "call_id": call.id,
-        "name": call.name,
-        "arguments": call.arguments,
-        "status": status,
-    }
+def call_item(
+    item_id: str,
+    call: ToolCall,
+    status: str,
+    names: NamespaceMap,
+    custom: frozenset[str] = frozenset(),
+) -> Item:
+    """A call as the client named its tool: a namespaced one by its namespace and name; a
+    custom tool's as a ``custom_tool_call`` whose input is the string argument."""
+    item: Item = {"type": "function_call", "id": item_id, "call_id": call.id, "name": call.name}
+    if call.name in custom:
+        item.update(type="custom_tool_call", input=custom_input(call.arguments))
+    else:
+        item["arguments"] = call.arguments
+    item["status"] = status
     if call.name in names:
         item["namespace"], item["name"] = names[call.name]
     return item
 
 
 def output_items(
-    text: str, reasoning: str, calls: list[ToolCall], status: str, names: NamespaceMap
+    text: str, reasoning: str, calls: list[ToolCall], status: str, shell: ResponseShell
 ) -> list[Item]:
     """A whole reply's output: reasoning, then the message, then the calls."""
     items: list[Item] = []
@@ -148,7 +167,10 @@ def output_items(
         items.append(reasoning_item(new_id("rs"), reasoning, status))
     if text or not calls:
         items.append(message_item(new_id("msg"), text, status))
-    items += [function_call_item(new_id("fc"), call, "completed", names) for call in calls]
+    items += [
+        shell.call_item(new_id("ctc" if call.name in shell.custom else "fc"), call, "completed")
+        for call in calls
+    ]
     return items
 
 

@@ -57,7 +57,7 @@ class ResponsesReply:
         status, reason = status_of(last.finish_reason)
         item_status = "incomplete" if reason is not None else "completed"
         reasoning = "".join(e.reasoning for e in events)
-        output = output_items(text, reasoning, calls, item_status, self._shell.names)
+        output = output_items(text, reasoning, calls, item_status, self._shell)
         self._done(text, calls)
         return self._shell.response(status, output, usage, incomplete_reason=reason)
 

@@ -109,6 +109,22 @@ class FunctionCallOutputItem(_Echoed):
     output: str | list[ContentPart]
 
 
+class CustomToolCallItem(_Echoed):
+    """A call of a custom (freeform) tool: its input is one string."""
+
+    type: Literal["custom_tool_call"]
+    call_id: str = Field(min_length=1)
+    name: str = Field(min_length=1)
+    input: str
+    namespace: str | None = None
+
+
+class CustomToolCallOutputItem(_Echoed):
+    type: Literal["custom_tool_call_output"]
+    call_id: str = Field(min_length=1)
+    output: str | list[ContentPart]
+
+
 class ReasoningItem(_Echoed):
     type: Literal["reasoning"]
 
@@ -117,11 +133,22 @@ class OtherItem(_Other):
     pass
 
 
-_ITEM_KINDS = frozenset({"message", "function_call", "function_call_output", "reasoning"})
+_ITEM_KINDS = frozenset(
+    {
+        "message",
+        "function_call",
+        "function_call_output",
+        "custom_tool_call",
+        "custom_tool_call_output",
+        "reasoning",
+    }
+)
 InputItem = Annotated[
     Annotated[MessageItem, Tag("message")]
     | Annotated[FunctionCallItem, Tag("function_call")]
     | Annotated[FunctionCallOutputItem, Tag("function_call_output")]
+    | Annotated[CustomToolCallItem, Tag("custom_tool_call")]
+    | Annotated[CustomToolCallOutputItem, Tag("custom_tool_call_output")]
     | Annotated[ReasoningItem, Tag("reasoning")]
     | Annotated[OtherItem, Tag("other")],
     _kind("message", _ITEM_KINDS),
@@ -140,13 +167,34 @@ class FunctionTool(_Strict):
     defer_loading: bool | None = None  # a hint for OpenAI's tool search; every tool is loaded
 
 
+class CustomToolFormat(_Strict):
+    """How a custom tool's input is written: free text, or a grammar (lark or regex)."""
+
+    type: Literal["text", "grammar"]
+    syntax: Literal["lark", "regex"] | None = None
+    definition: str | None = None
+
+
+class CustomTool(_Strict):
+    """A freeform tool (Codex's ``apply_patch``): the model writes its input as one string.
+    Served as a function taking ``{"input": string}`` (see responses_convert)."""
+
+    type: Literal["custom"]
+    name: str = Field(min_length=1, max_length=128)
+    description: str | None = None
+    format: CustomToolFormat | None = None
+    defer_loading: bool | None = None  # a hint for OpenAI's tool search; every tool is loaded
+
+
 class OtherTool(_Other):
     pass
 
 
-_NESTED_KINDS = frozenset({"function"})
+_NESTED_KINDS = frozenset({"function", "custom"})
 NestedTool = Annotated[
-    Annotated[FunctionTool, Tag("function")] | Annotated[OtherTool, Tag("other")],
+    Annotated[FunctionTool, Tag("function")]
+    | Annotated[CustomTool, Tag("custom")]
+    | Annotated[OtherTool, Tag("other")],
     _kind("function", _NESTED_KINDS),
 ]
 
@@ -160,9 +208,10 @@ class NamespaceTool(_Strict):
     tools: list[NestedTool]
 
 
-_TOOL_KINDS = frozenset({"function", "namespace"})
+_TOOL_KINDS = frozenset({"function", "custom", "namespace"})
 Tool = Annotated[
     Annotated[FunctionTool, Tag("function")]
+    | Annotated[CustomTool, Tag("custom")]
     | Annotated[NamespaceTool, Tag("namespace")]
     | Annotated[OtherTool, Tag("other")],
     _kind("function", _TOOL_KINDS),
@@ -175,13 +224,21 @@ class FunctionChoice(_Strict):
     namespace: str | None = None  # a function of a namespace tool
 
 
+class CustomChoice(_Strict):
+    type: Literal["custom"]
+    name: str
+    namespace: str | None = None
+
+
 class OtherChoice(_Other):
     pass
 
 
 ToolChoiceIn = Annotated[
-    Annotated[FunctionChoice, Tag("function")] | Annotated[OtherChoice, Tag("other")],
-    _kind("function", frozenset({"function"})),
+    Annotated[FunctionChoice, Tag("function")]
+    | Annotated[CustomChoice, Tag("custom")]
+    | Annotated[OtherChoice, Tag("other")],
+    _kind("function", frozenset({"function", "custom"})),
 ]
 
 
@@ -248,3 +305,4 @@ class ResponsesRequest(_Strict):
     prompt_cache_options: dict[str, Any] | None = None
     safety_identifier: str | None = None
     max_tool_calls: int | None = Field(None, ge=1)
+    client_metadata: dict[str, Any] | None = None  # Codex: its turn and session ids

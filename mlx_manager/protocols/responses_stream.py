@@ -3,7 +3,9 @@
 The sequence is OpenAI's: ``response.created`` and ``response.in_progress``; per output item
 ``response.output_item.added``, its content (``response.content_part.added``, then
 ``response.output_text.delta`` or ``response.reasoning_text.delta``, then the ``.done``s, or
-``response.function_call_arguments.delta`` / ``.done`` for a call) and
+``response.function_call_arguments.delta`` / ``.done`` for a call; for a custom tool's call
+its input, once whole, as ``response.custom_tool_call_input.delta`` / ``.done``: the
+arguments decode as JSON around it) and
 ``response.output_item.done``; finally ``response.completed`` (``response.incomplete`` when
 ``max_output_tokens`` cut it) with the whole response and its usage. A failure mid-stream is
 an ``error`` event and then ``response.failed``. Every event carries ``type`` (also its SSE
@@ -20,7 +22,6 @@ from mlx_manager.protocols.responses_output import (
     Item,
     ResponseShell,
     error_dict,
-    function_call_item,
     message_item,
     new_id,
     reasoning_item,
@@ -166,17 +167,18 @@ class ResponseStreamEncoder:
 
     def _open_call(self, key: int, call_id: str, name: str) -> list[Event]:
         out = self._close_text("completed")
-        call = _OpenCall(len(self._output), new_id("fc"), call_id, name)
+        custom = name in self._shell.custom
+        call = _OpenCall(len(self._output), new_id("ctc" if custom else "fc"), call_id, name)
         self._calls[key] = call
-        item = function_call_item(
-            call.item_id, ToolCall(call_id, name, ""), "in_progress", self._shell.names
-        )
+        item = self._shell.call_item(call.item_id, ToolCall(call_id, name, ""), "in_progress")
         self._output.append(item)
         out.append(self._event("response.output_item.added", output_index=call.index, item=item))
         return out
 
     def _call_delta(self, call: _OpenCall, arguments: str) -> list[Event]:
         call.arguments.append(arguments)
+        if call.name in self._shell.custom:  # its input goes out whole when the call closes
+            return []
         return [
             self._event(
                 "response.function_call_arguments.delta",
@@ -189,19 +191,18 @@ class ResponseStreamEncoder:
     def _close_call(self, key: int, arguments: str | None, status: str) -> list[Event]:
         call = self._calls.pop(key)
         text = "".join(call.arguments) if arguments is None else arguments
-        done = function_call_item(
-            call.item_id, ToolCall(call.call_id, call.name, text), status, self._shell.names
-        )
+        done = self._shell.call_item(call.item_id, ToolCall(call.call_id, call.name, text), status)
         self._output[call.index] = done
-        return [
-            self._event(
-                "response.function_call_arguments.done",
-                item_id=call.item_id,
-                output_index=call.index,
-                arguments=text,
-            ),
-            self._event("response.output_item.done", output_index=call.index, item=done),
-        ]
+        where = {"item_id": call.item_id, "output_index": call.index}
+        if done["type"] == "custom_tool_call":
+            events = [
+                self._event("response.custom_tool_call_input.delta", **where, delta=done["input"]),
+                self._event("response.custom_tool_call_input.done", **where, input=done["input"]),
+            ]
+        else:
+            events = [self._event("response.function_call_arguments.done", **where, arguments=text)]
+        events.append(self._event("response.output_item.done", output_index=call.index, item=done))
+        return events
 
     # --- the end -------------------------------------------------------------------------
 

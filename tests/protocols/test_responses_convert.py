@@ -181,9 +181,9 @@ def test_a_namespaced_call_in_the_input_uses_the_flat_name() -> None:
         ([{"type": "mcp", "server_label": "x"}], "tools[0].type", "mcp"),
         ([{"type": "code_interpreter", "container": "auto"}], "tools[0].type", "code_interpreter"),
         (
-            [{"type": "namespace", "name": "n", "tools": [{"type": "custom", "name": "c"}]}],
+            [{"type": "namespace", "name": "n", "tools": [{"type": "web_search"}]}],
             "tools[0].tools[0].type",
-            "custom",
+            "web_search",
         ),
     ],
 )
@@ -191,6 +191,67 @@ def test_hosted_tools_are_400_naming_them(tools: list[Any], param: str, named: s
     with pytest.raises(UnsupportedParameter) as info:
         internal(tools=tools)
     assert info.value.param == param and repr(named) in info.value.message
+
+
+# Codex's apply_patch (gpt-5 models): a freeform tool with a lark grammar.
+APPLY_PATCH = {
+    "type": "custom",
+    "name": "apply_patch",
+    "description": "Edit files. FREEFORM: do not wrap the patch in JSON.",
+    "format": {"type": "grammar", "syntax": "lark", "definition": "start: begin_patch hunk+"},
+}
+
+
+def test_a_custom_tool_is_a_function_of_one_string() -> None:
+    request = internal(tools=[APPLY_PATCH, {"type": "custom", "name": "note"}])
+    patch, note = request.tools
+    assert (patch.name, patch.description) == ("apply_patch", APPLY_PATCH["description"])
+    assert patch.parameters["required"] == ["input"]
+    assert patch.parameters["additionalProperties"] is False
+    about = patch.parameters["properties"]["input"]
+    assert about["type"] == "string" and "start: begin_patch hunk+" in about["description"]
+    assert "lark grammar" in about["description"]
+    assert note.parameters["properties"]["input"]["description"] == "The input, as free text."
+    assert convert.custom_tool_names(body(tools=[FN, APPLY_PATCH])) == {"apply_patch"}
+
+
+def test_custom_tools_in_a_namespace_and_forced_by_name() -> None:
+    nested = {"type": "namespace", "name": "ed", "tools": [{"type": "custom", "name": "c"}]}
+    request = internal(
+        tools=[nested], tool_choice={"type": "custom", "name": "c", "namespace": "ed"}
+    )
+    assert request.tool_choice == ToolChoice(ToolChoiceMode.NAMED, "ed__c")
+    assert convert.custom_tool_names(body(tools=[nested])) == {"ed__c"}
+    forced = internal(tools=[APPLY_PATCH], tool_choice={"type": "custom", "name": "apply_patch"})
+    assert forced.tool_choice == ToolChoice(ToolChoiceMode.NAMED, "apply_patch")
+
+
+def test_custom_tool_calls_and_outputs_in_the_input() -> None:
+    items = [
+        {"role": "user", "content": "Fix it."},
+        {
+            "type": "custom_tool_call",
+            "id": "ctc_1",
+            "status": "completed",
+            "call_id": "c1",
+            "name": "apply_patch",
+            "input": '*** Begin Patch\n*** Add File: "a"\n',
+        },
+        {"type": "custom_tool_call_output", "call_id": "c1", "output": "Done!"},
+    ]
+    messages = convert.input_messages(body(input=items, tools=[APPLY_PATCH]))
+    call = ToolCall("c1", "apply_patch", '{"input": "*** Begin Patch\\n*** Add File: \\"a\\"\\n"}')
+    assert messages[1] == ChatMessage("assistant", "", tool_calls=(call,))
+    assert messages[2] == ChatMessage("tool", "Done!", tool_call_id="c1", name="apply_patch")
+    assert convert.custom_input(call.arguments) == items[1]["input"]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "expected"),
+    [('{"input": "x y"}', "x y"), ('{"input": "cut', '{"input": "cut'), ('{"a": 1}', '{"a": 1}')],
+)
+def test_custom_input_of_the_arguments(arguments: str, expected: str) -> None:
+    assert convert.custom_input(arguments) == expected
 
 
 def test_duplicate_function_names_are_400() -> None:
@@ -274,6 +335,7 @@ def test_hints_are_accepted() -> None:
         prompt_cache_key="k",
         safety_identifier="s",
         stream_options={"include_obfuscation": False},
+        client_metadata={"turn_id": "t", "session_id": "s"},  # Codex, on every request
     )
     assert request.messages == (ChatMessage("user", "hi"),)
 

@@ -161,6 +161,54 @@ def test_namespaced_calls_come_back_by_namespace_and_name() -> None:
     assert (item["namespace"], item["name"]) == ("crm", "find")
 
 
+CUSTOM_TOOL = {"type": "custom", "name": "apply_patch"}
+
+
+def test_a_custom_tool_call_streams_its_input_whole() -> None:
+    call = ToolCall("call_1", "apply_patch", '{"input": "*** Begin Patch\\n"}')
+    events = encode(
+        [
+            GenerationEvent(
+                "r", tool_call_deltas=(ToolCallDelta(0, id="call_1", name="apply_patch"),)
+            ),
+            GenerationEvent("r", tool_call_deltas=(ToolCallDelta(0, '{"input": '),)),
+            GenerationEvent("r", tool_call_deltas=(ToolCallDelta(0, '"*** Begin Patch\\n"}'),)),
+            end(FinishReason.TOOL_CALLS, tool_calls=(call,)),
+        ],
+        tools=[CUSTOM_TOOL],
+    )
+    check_sdk_shapes(events)
+    assert kinds(events)[2:] == [
+        "response.output_item.added",
+        "response.custom_tool_call_input.delta",
+        "response.custom_tool_call_input.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    added, delta, done, item_done, completed = events[2:]
+    assert added["item"]["type"] == "custom_tool_call" and added["item"]["input"] == ""
+    assert delta["delta"] == done["input"] == "*** Begin Patch\n"
+    assert item_done["item"] == {
+        "type": "custom_tool_call",
+        "id": added["item"]["id"],
+        "call_id": "call_1",
+        "name": "apply_patch",
+        "input": "*** Begin Patch\n",
+        "status": "completed",
+    }
+    response = Response.model_validate(completed["response"])
+    assert response.output[0].type == "custom_tool_call"
+
+
+def test_a_whole_reply_names_custom_calls_beside_function_calls() -> None:
+    calls = (ToolCall("c1", "apply_patch", '{"input": "p"}'), ToolCall("c2", "f", "{}"))
+    reply = ResponsesReply(shell(tools=[CUSTOM_TOOL, {"type": "function", "name": "f"}]))
+    response = Response.model_validate(reply.body([end(FinishReason.TOOL_CALLS, tool_calls=calls)]))
+    custom, function = response.output
+    assert (custom.type, custom.input, custom.call_id) == ("custom_tool_call", "p", "c1")
+    assert (function.type, function.arguments) == ("function_call", "{}")
+
+
 def test_max_output_tokens_makes_an_incomplete_response() -> None:
     events = encode(
         [
