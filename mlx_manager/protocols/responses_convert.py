@@ -11,6 +11,12 @@ A peer of openai_convert and anthropic_convert over the same internal types. Dec
   shown to the model in the description, not enforced; a call of one goes back out as a
   ``custom_tool_call`` item with that string as its ``input``, and ``custom_tool_call`` /
   ``custom_tool_call_output`` input items come in as the same call and result.
+- A ``tool_search`` tool the client runs (``execution: "client"``, Codex's) is a function named
+  ``tool_search`` with the tool's parameters; a call of it goes out as a ``tool_search_call``
+  item (arguments as an object), and ``tool_search_call`` / ``tool_search_output`` input items
+  come in as that call and its result (the tools found, as JSON text). The tools found are
+  shown to the model in that result, not added to the tool list. A server-run tool search is
+  a hosted tool.
 - ``namespace`` tools are served as flat functions named ``<namespace>__<name>`` (the
   namespace's own trailing separator is kept when it has one, as Codex's ``mcp__server__``);
   `NamespaceMap` turns a flat name back into the pair for output items.
@@ -45,6 +51,9 @@ from mlx_manager.protocols.responses_schemas import (
     RefusalPart,
     ResponsesRequest,
     TextConfig,
+    ToolSearchCallItem,
+    ToolSearchOutputItem,
+    ToolSearchTool,
 )
 from mlx_manager.types import (
     ChatMessage,
@@ -139,6 +148,15 @@ def input_messages(body: ResponsesRequest) -> tuple[ChatMessage, ...]:
             name = flat_name(item.namespace, item.name) if item.namespace else item.name
             call_names[item.call_id] = name
             _add_call(messages, ToolCall(item.call_id, name, custom_arguments(item.input)))
+        elif isinstance(item, ToolSearchCallItem):
+            call_id = item.call_id or item.id or TOOL_SEARCH
+            call_names[call_id] = TOOL_SEARCH
+            arguments = json.dumps(item.arguments or {}, ensure_ascii=False)
+            _add_call(messages, ToolCall(call_id, TOOL_SEARCH, arguments))
+        elif isinstance(item, ToolSearchOutputItem):
+            call_id = item.call_id or item.id or TOOL_SEARCH
+            text = json.dumps(item.tools, ensure_ascii=False)
+            messages.append(ChatMessage("tool", text, tool_call_id=call_id, name=TOOL_SEARCH))
         elif isinstance(item, FunctionCallOutputItem | CustomToolCallOutputItem):
             text = _output_text(item.output, f"{where}.output")
             called = call_names.get(item.call_id)
@@ -164,8 +182,8 @@ def _unsupported_item(item: OtherItem, where: str) -> UnsupportedParameter:
     else:
         message = (
             f"{where}: {item.type!r} items are not supported (message, function_call, "
-            "function_call_output, custom_tool_call, custom_tool_call_output and reasoning "
-            "items are)"
+            "function_call_output, custom_tool_call, custom_tool_call_output, tool_search_call, "
+            "tool_search_output and reasoning items are)"
         )
     return UnsupportedParameter(message, param=f"{where}.type")
 
@@ -235,6 +253,15 @@ def flat_name(namespace: str, name: str) -> str:
 
 # The parameters of a custom tool served as a function: its input, one string.
 CUSTOM_INPUT = "input"
+# The function a client-run tool search is served as.
+TOOL_SEARCH = "tool_search"
+TOOL_SEARCH_PARAMETERS = {
+    "type": "object",
+    "properties": {"query": {"type": "string", "description": "What to search the tools for."}},
+    "required": ["query"],
+}
+# The output item of a call, by how its tool was sent (a function's is "function_call").
+CALL_ITEMS = {"custom": "custom_tool_call", "tool_search": "tool_search_call"}
 
 
 def custom_arguments(text: str) -> str:
@@ -269,13 +296,22 @@ def _custom_spec(tool: CustomTool, name: str) -> ToolSpec:
     return ToolSpec(name, tool.description or "", parameters)
 
 
-def _functions(
-    body: ResponsesRequest,
-) -> Iterable[tuple[FunctionTool | CustomTool, str | None]]:
-    """Every function and custom tool with its namespace (None at the top level); 400 for
+Served = FunctionTool | CustomTool | ToolSearchTool
+
+
+def _functions(body: ResponsesRequest) -> Iterable[tuple[Served, str | None]]:
+    """Every tool served as a function, with its namespace (None at the top level); 400 for
     other kinds."""
     for i, tool in enumerate(body.tools or ()):
         if isinstance(tool, FunctionTool | CustomTool):
+            yield tool, None
+        elif isinstance(tool, ToolSearchTool):
+            if tool.execution != "client":
+                raise UnsupportedParameter(
+                    f"tools[{i}]: a tool search the server runs is not supported; send "
+                    '"execution": "client" to run it yourself, or the tools themselves',
+                    param=f"tools[{i}].execution",
+                )
             yield tool, None
         elif isinstance(tool, NamespaceTool):
             for j, inner in enumerate(tool.tools):
@@ -289,7 +325,7 @@ def _functions(
 def _unsupported_tool(kind: str, where: str) -> UnsupportedParameter:
     return UnsupportedParameter(
         f"{where}: {kind!r} tools are not supported here; only function and custom tools "
-        "(and namespaces of them) are, and the client runs them",
+        "(and namespaces of them) and a client-run tool_search are, and the client runs them",
         param=f"{where}.type",
     )
 
@@ -297,6 +333,10 @@ def _unsupported_tool(kind: str, where: str) -> UnsupportedParameter:
 def tool_specs(body: ResponsesRequest) -> tuple[ToolSpec, ...]:
     specs = []
     for tool, namespace in _functions(body):
+        if isinstance(tool, ToolSearchTool):
+            parameters = tool.parameters or TOOL_SEARCH_PARAMETERS
+            specs.append(ToolSpec(TOOL_SEARCH, tool.description or "", parameters))
+            continue
         name = tool.name if namespace is None else flat_name(namespace, tool.name)
         if isinstance(tool, CustomTool):
             specs.append(_custom_spec(tool, name))
@@ -315,17 +355,21 @@ def namespace_map(body: ResponsesRequest) -> dict[str, tuple[str, str]]:
     return {
         flat_name(namespace, tool.name): (namespace, tool.name)
         for tool, namespace in _functions(body)
-        if namespace is not None
+        if namespace is not None and not isinstance(tool, ToolSearchTool)
     }
 
 
-def custom_tool_names(body: ResponsesRequest) -> frozenset[str]:
-    """The flat names of the custom tools, whose calls go out as ``custom_tool_call``."""
-    return frozenset(
-        tool.name if namespace is None else flat_name(namespace, tool.name)
-        for tool, namespace in _functions(body)
-        if isinstance(tool, CustomTool)
-    )
+def call_item_types(body: ResponsesRequest) -> dict[str, str]:
+    """Flat name -> output item type of the tools whose calls are not ``function_call``s:
+    ``custom_tool_call`` for custom tools, ``tool_search_call`` for a client tool search."""
+    types = {}
+    for tool, namespace in _functions(body):
+        if isinstance(tool, ToolSearchTool):
+            types[TOOL_SEARCH] = CALL_ITEMS[tool.type]
+        elif isinstance(tool, CustomTool):
+            name = tool.name if namespace is None else flat_name(namespace, tool.name)
+            types[name] = CALL_ITEMS[tool.type]
+    return types
 
 
 def _tool_choice(

@@ -6,15 +6,17 @@ echoes the request's settings as OpenAI's does (`ResponseShell`), which the SDKs
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from mlx_manager.protocols.responses_convert import (
     NamespaceMap,
+    call_item_types,
     custom_input,
-    custom_tool_names,
     namespace_map,
 )
 from mlx_manager.protocols.responses_schemas import ResponsesRequest
@@ -30,17 +32,23 @@ def new_id(prefix: str) -> str:
 @dataclass(frozen=True, slots=True)
 class ResponseShell:
     """What every response object of one request shares: its id, creation time, the
-    request's settings as echoed back, how to name namespaced calls and which calls are of
-    custom tools."""
+    request's settings as echoed back, how to name namespaced calls and the output item
+    type of calls that are not ``function_call``s."""
 
     response_id: str
     created_at: int
     settings: dict[str, Any]
     names: NamespaceMap = field(default_factory=dict)
-    custom: frozenset[str] = frozenset()
+    call_types: Mapping[str, str] = field(default_factory=dict)
+
+    def call_type(self, name: str) -> str:
+        return self.call_types.get(name, "function_call")
 
     def call_item(self, item_id: str, call: ToolCall, status: str) -> Item:
-        return call_item(item_id, call, status, self.names, self.custom)
+        return call_item(item_id, call, status, self.names, self.call_type(call.name))
+
+    def new_call_id(self, name: str) -> str:
+        return new_id(_ID_PREFIXES[self.call_type(name)])
 
     def response(
         self,
@@ -71,7 +79,7 @@ def response_shell(body: ResponsesRequest) -> ResponseShell:
         int(time.time()),
         echoed_settings(body),
         namespace_map(body),
-        custom_tool_names(body),
+        call_item_types(body),
     )
 
 
@@ -138,18 +146,26 @@ def reasoning_item(item_id: str, text: str | None, status: str) -> Item:
     return {"type": "reasoning", "id": item_id, "summary": [], "content": content, "status": status}
 
 
+_ID_PREFIXES = {"function_call": "fc", "custom_tool_call": "ctc", "tool_search_call": "tsc"}
+
+
 def call_item(
-    item_id: str,
-    call: ToolCall,
-    status: str,
-    names: NamespaceMap,
-    custom: frozenset[str] = frozenset(),
+    item_id: str, call: ToolCall, status: str, names: NamespaceMap, kind: str = "function_call"
 ) -> Item:
-    """A call as the client named its tool: a namespaced one by its namespace and name; a
-    custom tool's as a ``custom_tool_call`` whose input is the string argument."""
-    item: Item = {"type": "function_call", "id": item_id, "call_id": call.id, "name": call.name}
-    if call.name in custom:
-        item.update(type="custom_tool_call", input=custom_input(call.arguments))
+    """A call as an output item of type `kind`, as the client named its tool: a namespaced
+    one by its namespace and name; a custom tool's input is its string argument; a tool
+    search's arguments are an object."""
+    item: Item = {"type": kind, "id": item_id, "call_id": call.id}
+    if kind == "tool_search_call":
+        return {
+            **item,
+            "arguments": _object(call.arguments),
+            "execution": "client",
+            "status": status,
+        }
+    item["name"] = call.name
+    if kind == "custom_tool_call":
+        item["input"] = custom_input(call.arguments)
     else:
         item["arguments"] = call.arguments
     item["status"] = status
@@ -167,11 +183,16 @@ def output_items(
         items.append(reasoning_item(new_id("rs"), reasoning, status))
     if text or not calls:
         items.append(message_item(new_id("msg"), text, status))
-    items += [
-        shell.call_item(new_id("ctc" if call.name in shell.custom else "fc"), call, "completed")
-        for call in calls
-    ]
+    items += [shell.call_item(shell.new_call_id(call.name), call, "completed") for call in calls]
     return items
+
+
+def _object(arguments: str) -> Any:
+    """Arguments as JSON (as they are when they do not parse, e.g. cut short)."""
+    try:
+        return json.loads(arguments) if arguments else {}
+    except ValueError:
+        return arguments
 
 
 def usage_dict(usage: Usage) -> dict[str, Any]:

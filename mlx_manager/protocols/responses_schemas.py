@@ -125,6 +125,24 @@ class CustomToolCallOutputItem(_Echoed):
     output: str | list[ContentPart]
 
 
+class ToolSearchCallItem(_Echoed):
+    """A call of a client-executed tool search (Codex): its arguments are an object."""
+
+    type: Literal["tool_search_call"]
+    id: str | None = None
+    call_id: str | None = None
+    arguments: Any = None
+
+
+class ToolSearchOutputItem(_Echoed):
+    """The tools a client's tool search found."""
+
+    type: Literal["tool_search_output"]
+    id: str | None = None
+    call_id: str | None = None
+    tools: list[dict[str, Any]] = Field(default_factory=list)
+
+
 class ReasoningItem(_Echoed):
     type: Literal["reasoning"]
 
@@ -140,6 +158,8 @@ _ITEM_KINDS = frozenset(
         "function_call_output",
         "custom_tool_call",
         "custom_tool_call_output",
+        "tool_search_call",
+        "tool_search_output",
         "reasoning",
     }
 )
@@ -149,6 +169,8 @@ InputItem = Annotated[
     | Annotated[FunctionCallOutputItem, Tag("function_call_output")]
     | Annotated[CustomToolCallItem, Tag("custom_tool_call")]
     | Annotated[CustomToolCallOutputItem, Tag("custom_tool_call_output")]
+    | Annotated[ToolSearchCallItem, Tag("tool_search_call")]
+    | Annotated[ToolSearchOutputItem, Tag("tool_search_output")]
     | Annotated[ReasoningItem, Tag("reasoning")]
     | Annotated[OtherItem, Tag("other")],
     _kind("message", _ITEM_KINDS),
@@ -186,6 +208,16 @@ class CustomTool(_Strict):
     defer_loading: bool | None = None  # a hint for OpenAI's tool search; every tool is loaded
 
 
+class ToolSearchTool(_Strict):
+    """Tool search over deferred tools; only one the client runs (``execution: "client"``,
+    as Codex sends) is served: as a function named ``tool_search``."""
+
+    type: Literal["tool_search"]
+    execution: Literal["server", "client"] | None = None
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+
+
 class OtherTool(_Other):
     pass
 
@@ -208,10 +240,11 @@ class NamespaceTool(_Strict):
     tools: list[NestedTool]
 
 
-_TOOL_KINDS = frozenset({"function", "custom", "namespace"})
+_TOOL_KINDS = frozenset({"function", "custom", "tool_search", "namespace"})
 Tool = Annotated[
     Annotated[FunctionTool, Tag("function")]
     | Annotated[CustomTool, Tag("custom")]
+    | Annotated[ToolSearchTool, Tag("tool_search")]
     | Annotated[NamespaceTool, Tag("namespace")]
     | Annotated[OtherTool, Tag("other")],
     _kind("function", _TOOL_KINDS),

@@ -5,7 +5,7 @@ The sequence is OpenAI's: ``response.created`` and ``response.in_progress``; per
 ``response.output_text.delta`` or ``response.reasoning_text.delta``, then the ``.done``s, or
 ``response.function_call_arguments.delta`` / ``.done`` for a call; for a custom tool's call
 its input, once whole, as ``response.custom_tool_call_input.delta`` / ``.done``: the
-arguments decode as JSON around it) and
+arguments decode as JSON around it; a tool search's call has no events of its own) and
 ``response.output_item.done``; finally ``response.completed`` (``response.incomplete`` when
 ``max_output_tokens`` cut it) with the whole response and its usage. A failure mid-stream is
 an ``error`` event and then ``response.failed``. Every event carries ``type`` (also its SSE
@@ -167,8 +167,7 @@ class ResponseStreamEncoder:
 
     def _open_call(self, key: int, call_id: str, name: str) -> list[Event]:
         out = self._close_text("completed")
-        custom = name in self._shell.custom
-        call = _OpenCall(len(self._output), new_id("ctc" if custom else "fc"), call_id, name)
+        call = _OpenCall(len(self._output), self._shell.new_call_id(name), call_id, name)
         self._calls[key] = call
         item = self._shell.call_item(call.item_id, ToolCall(call_id, name, ""), "in_progress")
         self._output.append(item)
@@ -177,7 +176,7 @@ class ResponseStreamEncoder:
 
     def _call_delta(self, call: _OpenCall, arguments: str) -> list[Event]:
         call.arguments.append(arguments)
-        if call.name in self._shell.custom:  # its input goes out whole when the call closes
+        if self._shell.call_type(call.name) != "function_call":  # sent whole when it closes
             return []
         return [
             self._event(
@@ -199,8 +198,10 @@ class ResponseStreamEncoder:
                 self._event("response.custom_tool_call_input.delta", **where, delta=done["input"]),
                 self._event("response.custom_tool_call_input.done", **where, input=done["input"]),
             ]
-        else:
+        elif done["type"] == "function_call":
             events = [self._event("response.function_call_arguments.done", **where, arguments=text)]
+        else:
+            events = []
         events.append(self._event("response.output_item.done", output_index=call.index, item=done))
         return events
 

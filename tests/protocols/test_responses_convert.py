@@ -212,7 +212,9 @@ def test_a_custom_tool_is_a_function_of_one_string() -> None:
     assert about["type"] == "string" and "start: begin_patch hunk+" in about["description"]
     assert "lark grammar" in about["description"]
     assert note.parameters["properties"]["input"]["description"] == "The input, as free text."
-    assert convert.custom_tool_names(body(tools=[FN, APPLY_PATCH])) == {"apply_patch"}
+    assert convert.call_item_types(body(tools=[FN, APPLY_PATCH])) == {
+        "apply_patch": "custom_tool_call"
+    }
 
 
 def test_custom_tools_in_a_namespace_and_forced_by_name() -> None:
@@ -221,7 +223,7 @@ def test_custom_tools_in_a_namespace_and_forced_by_name() -> None:
         tools=[nested], tool_choice={"type": "custom", "name": "c", "namespace": "ed"}
     )
     assert request.tool_choice == ToolChoice(ToolChoiceMode.NAMED, "ed__c")
-    assert convert.custom_tool_names(body(tools=[nested])) == {"ed__c"}
+    assert convert.call_item_types(body(tools=[nested])) == {"ed__c": "custom_tool_call"}
     forced = internal(tools=[APPLY_PATCH], tool_choice={"type": "custom", "name": "apply_patch"})
     assert forced.tool_choice == ToolChoice(ToolChoiceMode.NAMED, "apply_patch")
 
@@ -244,6 +246,52 @@ def test_custom_tool_calls_and_outputs_in_the_input() -> None:
     assert messages[1] == ChatMessage("assistant", "", tool_calls=(call,))
     assert messages[2] == ChatMessage("tool", "Done!", tool_call_id="c1", name="apply_patch")
     assert convert.custom_input(call.arguments) == items[1]["input"]
+
+
+# Codex (gpt-5 models) searches its deferred tools itself.
+TOOL_SEARCH = {
+    "type": "tool_search",
+    "execution": "client",
+    "description": "Searches over deferred tool metadata.",
+    "parameters": {"type": "object", "properties": {"query": {"type": "string"}}},
+}
+
+
+def test_a_client_tool_search_is_a_function() -> None:
+    request = internal(tools=[FN, TOOL_SEARCH])
+    assert request.tools[1] == ToolSpec(
+        "tool_search", TOOL_SEARCH["description"], TOOL_SEARCH["parameters"]
+    )
+    assert convert.call_item_types(body(tools=[TOOL_SEARCH])) == {"tool_search": "tool_search_call"}
+    bare = internal(tools=[{"type": "tool_search", "execution": "client"}]).tools[0]
+    assert bare.parameters["required"] == ["query"]
+
+
+def test_a_server_tool_search_is_400() -> None:
+    with pytest.raises(UnsupportedParameter) as info:
+        internal(tools=[{"type": "tool_search"}])
+    assert info.value.param == "tools[0].execution"
+
+
+def test_tool_search_calls_and_outputs_in_the_input() -> None:
+    found = [{"type": "function", "name": "lookup", "parameters": {}}]
+    items = [
+        {"role": "user", "content": "Find a tool."},
+        {
+            "type": "tool_search_call",
+            "id": "tsc_1",
+            "call_id": "c1",
+            "execution": "client",
+            "arguments": {"query": "lookup"},
+            "status": "completed",
+        },
+        {"type": "tool_search_output", "call_id": "c1", "execution": "client", "tools": found},
+    ]
+    messages = convert.input_messages(body(input=items, tools=[TOOL_SEARCH]))
+    call = ToolCall("c1", "tool_search", '{"query": "lookup"}')
+    assert messages[1] == ChatMessage("assistant", "", tool_calls=(call,))
+    text = '[{"type": "function", "name": "lookup", "parameters": {}}]'
+    assert messages[2] == ChatMessage("tool", text, tool_call_id="c1", name="tool_search")
 
 
 @pytest.mark.parametrize(

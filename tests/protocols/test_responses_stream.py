@@ -209,6 +209,40 @@ def test_a_whole_reply_names_custom_calls_beside_function_calls() -> None:
     assert (function.type, function.arguments) == ("function_call", "{}")
 
 
+TOOL_SEARCH = {"type": "tool_search", "execution": "client"}
+
+
+def test_a_tool_search_call_is_one_item_with_object_arguments() -> None:
+    call = ToolCall("call_1", "tool_search", '{"query": "calendar"}')
+    events = encode(
+        [
+            GenerationEvent(
+                "r", tool_call_deltas=(ToolCallDelta(0, id="call_1", name="tool_search"),)
+            ),
+            GenerationEvent("r", tool_call_deltas=(ToolCallDelta(0, '{"query": "calendar"}'),)),
+            end(FinishReason.TOOL_CALLS, tool_calls=(call,)),
+        ],
+        tools=[TOOL_SEARCH],
+    )
+    assert kinds(events)[2:] == [
+        "response.output_item.added",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    check_sdk_shapes(events)
+    item = events[3]["item"]
+    assert item == {
+        "type": "tool_search_call",
+        "id": item["id"],
+        "call_id": "call_1",
+        "arguments": {"query": "calendar"},
+        "execution": "client",
+        "status": "completed",
+    }
+    response = Response.model_validate(events[-1]["response"])
+    assert response.output[0].type == "tool_search_call"
+
+
 def test_max_output_tokens_makes_an_incomplete_response() -> None:
     events = encode(
         [
