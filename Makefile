@@ -9,7 +9,7 @@ OPENBLAS := /usr/lib/x86_64-linux-gnu/libopenblas.so.0
 LINT_PATHS := mlx_manager tests $(wildcard benchmarks)
 PRELOAD := $(if $(wildcard $(OPENBLAS)),LD_PRELOAD=$(OPENBLAS),)
 
-.PHONY: serve test lint bootstrap clean speech-tools
+.PHONY: serve test lint bootstrap clean speech-tools agent-clis
 
 bootstrap: $(VENV)/.installed
 
@@ -47,7 +47,24 @@ speech-tools:
 		fi; \
 	fi
 
-test: bootstrap speech-tools
+# Claude Code and Codex CLI for tests/api/test_agent_clis.py (skipped without them), local to
+# the checkout, pinned. `make test` tries to install them where npm is; a failure skips them.
+AGENT_CLIS := @anthropic-ai/claude-code@2.1.197 @openai/codex@0.171.0
+AGENT_CLIS_STAMP := .agent-clis/.installed-$(subst /,_,$(subst @,,$(subst $() ,+,$(AGENT_CLIS))))
+
+agent-clis:
+	@if [ ! -e "$(AGENT_CLIS_STAMP)" ]; then \
+		if command -v npm >/dev/null; then \
+			echo "installing Claude Code and Codex CLI under .agent-clis/ (agent CLI tests)"; \
+			(npm install --prefix .agent-clis --save-exact --no-audit --no-fund --loglevel=error $(AGENT_CLIS) >/dev/null \
+				&& touch "$(AGENT_CLIS_STAMP)") \
+				|| echo "agent CLI install skipped: the agent CLI tests will be skipped"; \
+		else \
+			echo "npm not found: the agent CLI tests will be skipped"; \
+		fi; \
+	fi
+
+test: bootstrap speech-tools agent-clis
 	$(VENV)/bin/ruff check $(LINT_PATHS)
 	$(VENV)/bin/mypy
 	$(PRELOAD) $(PY) -m pytest $(ARGS)
@@ -58,4 +75,4 @@ lint: bootstrap
 	$(VENV)/bin/mypy
 
 clean:
-	rm -rf $(VENV)
+	rm -rf $(VENV) .agent-clis
