@@ -70,13 +70,12 @@ class EngineThread:
         self._core = EngineCore(config, self._dispatch)
         self._commands = CommandHandler(self._core)
         self._thread = threading.Thread(target=self._run, name="mlx-engine", daemon=True)
-        self._snapshot = self._core.snapshot()
         self._snapshot_at = time.monotonic()
         # Submits are counted on both sides (one writer each) so `queued` also sees requests
         # still in the inbox or taken in since the last snapshot.
         self._submits_sent = 0  # event loop side
         self._submits_taken = 0  # engine thread side
-        self._published: tuple[EngineSnapshot, int] = (self._snapshot, 0)
+        self._published: tuple[EngineSnapshot, int] = (self._core.snapshot(), 0)
         self._switch = SwitchInterval(config.gil_switch_interval_ms / 1000)
 
     def start(self) -> None:
@@ -101,7 +100,7 @@ class EngineThread:
 
     def snapshot(self) -> EngineSnapshot:
         """The last snapshot the engine thread published (read without locking it)."""
-        return self._snapshot
+        return self._published[0]
 
     def queued(self) -> int:
         """Submitted requests not yet running: those the last snapshot counts as waiting plus
@@ -146,10 +145,10 @@ class EngineThread:
         if (
             now - self._snapshot_at >= SNAPSHOT_PERIOD_S
             or not self._core.has_work()
-            or self._core.waiting != self._snapshot.waiting
+            or self._core.waiting != self._published[0].waiting
         ):
-            self._snapshot = self._core.snapshot()
-            self._published = (self._snapshot, self._submits_taken)  # one atomic store
+            # The snapshot and the submits it has seen, in one atomic store.
+            self._published = (self._core.snapshot(), self._submits_taken)
             self._snapshot_at = now
 
     def _handle(self, message: object) -> None:
