@@ -136,7 +136,51 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="Weight dtype (default: float32 on CPU, float16 on GPU).",
     )
+    _add_store_commands(commands)
     return parser
+
+
+def _add_store_flags(parser: argparse.ArgumentParser) -> None:
+    _add_config_flag(parser)
+    for name in ("data_dir", "database_url"):
+        field = Settings.model_fields[name]
+        parser.add_argument(
+            "--" + name.replace("_", "-"),
+            dest=name,
+            default=argparse.SUPPRESS,
+            help=f"{field.description} [env {ENV_PREFIX}{name.upper()}]",
+        )
+
+
+def _add_store_commands(commands: Any) -> None:
+    db = commands.add_parser("db", help="The store's database.")
+    db_commands = db.add_subparsers(dest="db_command", required=True)
+    upgrade = db_commands.add_parser(
+        "upgrade", help="Migrate the database to the newest schema (serve also does this)."
+    )
+    _add_store_flags(upgrade)
+    secrets = commands.add_parser("secrets", help="The master key of stored upstream keys.")
+    secrets_commands = secrets.add_subparsers(dest="secrets_command", required=True)
+    rotate = secrets_commands.add_parser(
+        "rotate",
+        help="Re-encrypt every stored key under a new master key (or the first of "
+        f"{ENV_PREFIX}SECRET_KEY), then drop the older keys from the key file.",
+    )
+    _add_store_flags(rotate)
+
+
+def store_command(args: argparse.Namespace) -> int:
+    from mlx_manager.store.commands import db_upgrade, secrets_rotate
+
+    flags = {k: v for k, v in vars(args).items() if k in Settings.model_fields}
+    try:
+        config = load_settings(flags, args.config).store()
+        run = db_upgrade if args.command == "db" else secrets_rotate
+        print(run(config))
+    except Exception as exc:  # a CLI: the reason in one line, never a stack trace
+        print(f"mlx-manager: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _maybe_reexec_with_openblas(argv: list[str]) -> None:
@@ -246,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
         return models_command(args)
     if args.command == "convert-whisper":
         return convert_whisper_command(args)
+    if args.command in ("db", "secrets"):
+        return store_command(args)
     return convert_gguf_command(args)
 
 

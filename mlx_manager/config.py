@@ -22,10 +22,12 @@ import inspect
 import json
 import os
 import tomllib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
+import platformdirs
 import re2
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -58,6 +60,33 @@ def compile_route_regex(pattern: str) -> Any:
     except re2.error as exc:
         detail = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else exc
         raise ValueError(f"route regex {pattern!r} is not valid RE2: {detail}") from None
+
+
+def check_routing(providers: Sequence[ProviderSettings], routes: Sequence[RouteSettings]) -> None:
+    """ValueError unless the providers and rules make one valid table: unique provider names,
+    key variables set, each rule once, every target a known provider."""
+    names = [p.name for p in providers]
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        raise ValueError(f"provider name(s) declared twice: {', '.join(sorted(dup))}")
+    for provider in providers:
+        if provider.api_key_env and not os.environ.get(provider.api_key_env):
+            raise ValueError(
+                f"provider {provider.name!r}: environment variable "
+                f"{provider.api_key_env} is not set"
+            )
+    known = {*names, LOCAL_PROVIDER}
+    seen: set[tuple[str, str]] = set()
+    for route in routes:
+        key = (route.match, route.pattern)
+        if key in seen:
+            raise ValueError(f"route {route.match} {route.pattern!r} is declared twice")
+        seen.add(key)
+        for target in route.targets:
+            if target.provider not in known:
+                raise ValueError(
+                    f"route {route.pattern!r} names unknown provider {target.provider!r}"
+                )
 
 
 class _Strict(BaseModel):
@@ -371,6 +400,16 @@ class Settings(BaseSettings):
     failover_cooldown_s: float = Field(
         30.0, gt=0, description="Seconds a failing route target is skipped (or its Retry-After)."
     )
+    data_dir: Path | None = Field(
+        None,
+        description="Where the database (SQLite) and the master key file live. Default: the "
+        "user data directory (e.g. ~/.local/share/mlx-manager).",
+    )
+    database_url: str | None = Field(
+        None,
+        description="The store's database: sqlite:///PATH or postgresql://USER:PASS@HOST/DB. "
+        "Default: SQLite (WAL) in --data-dir.",
+    )
 
     @field_validator(
         "model",
@@ -413,28 +452,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_routing(self) -> Settings:
-        names = [p.name for p in self.providers]
-        dup = {n for n in names if names.count(n) > 1}
-        if dup:
-            raise ValueError(f"provider name(s) declared twice: {', '.join(sorted(dup))}")
-        for provider in self.providers:
-            if provider.api_key_env and not os.environ.get(provider.api_key_env):
-                raise ValueError(
-                    f"provider {provider.name!r}: environment variable "
-                    f"{provider.api_key_env} is not set"
-                )
-        known = {*names, LOCAL_PROVIDER}
-        seen: set[tuple[str, str]] = set()
-        for route in self.routes:
-            key = (route.match, route.pattern)
-            if key in seen:
-                raise ValueError(f"route {route.match} {route.pattern!r} is declared twice")
-            seen.add(key)
-            for target in route.targets:
-                if target.provider not in known:
-                    raise ValueError(
-                        f"route {route.pattern!r} names unknown provider {target.provider!r}"
-                    )
+        check_routing(self.providers, self.routes)
         return self
 
     def sub(self, kind: type[C]) -> C:
@@ -458,6 +476,9 @@ class Settings(BaseSettings):
 
     def routing(self) -> RoutingConfig:
         return self.sub(RoutingConfig)
+
+    def store(self) -> StoreConfig:
+        return self.sub(StoreConfig)
 
 
 def _parse_keep_alive(item: str) -> tuple[str, float]:
@@ -625,6 +646,18 @@ class RoutingConfig(SubConfig):
     model_aliases: tuple[str, ...] = setting("model_alias")  # NAME=MODEL_ID
     cooldown_failures: int = setting("failover_cooldown_failures")
     cooldown_s: float = setting("failover_cooldown_s")
+
+
+class StoreConfig(SubConfig):
+    """Where the store lives: the database URL and the data directory (key file, SQLite)."""
+
+    data_dir: Path | None = setting()
+    database_url: str | None = setting()
+
+    def resolved_data_dir(self) -> Path:
+        if self.data_dir is not None:
+            return self.data_dir.expanduser()
+        return Path(platformdirs.user_data_dir("mlx-manager"))
 
 
 class _FileSource(PydanticBaseSettingsSource):

@@ -110,6 +110,15 @@ class NotFound(ApiError):
     default_code = "not_found"
 
 
+class Conflict(ApiError):
+    """The write clashes with what is stored (a name taken, a provider still in use)."""
+
+    status = 409
+    openai_type = "invalid_request_error"
+    anthropic_type = "invalid_request_error"
+    default_code = "conflict"
+
+
 class ModelNotFound(NotFound):
     default_code = "model_not_found"
 

@@ -10,6 +10,8 @@ import asyncio
 import logging
 from pathlib import Path
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from mlx_manager.config import Settings
 from mlx_manager.engine.commands import MlxMemory
 from mlx_manager.engine.core import EngineSnapshot
@@ -26,10 +28,14 @@ from mlx_manager.pool.pool import ModelPool
 from mlx_manager.routing.aliases import AliasTable
 from mlx_manager.routing.build import build_generation
 from mlx_manager.routing.providers.local import LocalProvider
+from mlx_manager.security.secret_box import load_keyring
 from mlx_manager.services.embedding_service import EmbeddingService
 from mlx_manager.services.model_gate import ModelGate
 from mlx_manager.services.response_store import ResponseStore
 from mlx_manager.services.transcription import TranscriptionService
+from mlx_manager.store.database import Database
+from mlx_manager.store.routing_repo import RoutingRepository
+from mlx_manager.store.urls import database_urls
 from mlx_manager.types import ModelInfo
 
 log = logging.getLogger(__name__)
@@ -55,7 +61,9 @@ class Runtime:
             settings.vision(),
         )
         self.metrics = Metrics(self.thread.snapshot, self.pool.status)
-        self.generation, self._upstreams = build_generation(
+        self._store_config = settings.store()
+        self.database: Database | None = None
+        self.generation, self.routing = build_generation(
             settings.routing(),
             LocalProvider(self.client),
             self.aliases,
@@ -67,6 +75,20 @@ class Runtime:
         self.responses = ResponseStore()  # conversations for previous_response_id
         self._unresolved: dict[str, str] = {}
         self._drain_timer: asyncio.TimerHandle | None = None
+
+    async def open_store(self) -> None:
+        """Open (and migrate) the database and add its routing configuration; ValueError with
+        a message for the operator when it cannot be opened or is not valid."""
+        store = self._store_config
+        data_dir = store.resolved_data_dir()
+        urls = database_urls(store.database_url, data_dir)
+        try:
+            await asyncio.to_thread(load_keyring, data_dir)  # made on first run, checked
+            self.database = await Database.open(urls)
+        except (OSError, SQLAlchemyError) as exc:
+            raise ValueError(f"cannot open the store {urls.display()}: {exc}") from exc
+        repo = RoutingRepository(self.database, lambda: load_keyring(data_dir))
+        await self.routing.attach(repo)
 
     @property
     def state(self) -> EngineState:
@@ -154,8 +176,9 @@ class Runtime:
     async def stop(self) -> None:
         if self._drain_timer is not None:
             self._drain_timer.cancel()
-        for upstream in self._upstreams:
-            await upstream.aclose()
+        await self.routing.close()
+        if self.database is not None:
+            await self.database.close()
         await self.pool.stop()
         await asyncio.to_thread(self.thread.stop)
 

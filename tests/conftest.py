@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +29,9 @@ __all__ = [
     "tiny_smolvlm_dir",
     "whisper_dir",
 ]
+
+# An app built in-process opens its store in the data directory: never the user's own.
+os.environ.setdefault("MLX_MANAGER_DATA_DIR", tempfile.mkdtemp(prefix="mlx-manager-tests-"))
 
 MODEL = DEFAULT_MODEL_NAME
 ALIAS = "claude-sonnet-4-6"  # the session server maps this name to MODEL

@@ -16,6 +16,7 @@ from mlx_manager.api import (
     embeddings_routes,
     metrics_routes,
     openai_routes,
+    provider_routes,
     responses_routes,
     routing_routes,
     system_routes,
@@ -42,6 +43,14 @@ def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = Runtime(settings)
         app.state.runtime = runtime
+        try:
+            await runtime.open_store()
+        except Exception as exc:
+            await runtime.stop()
+            log.error("%s", exc)
+            if on_fatal is not None:
+                on_fatal(str(exc))
+            raise
         loading = asyncio.create_task(_load(runtime))
         try:
             yield
@@ -67,6 +76,7 @@ def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None
     app.include_router(anthropic_routes.router)
     app.include_router(admin_routes.router)
     app.include_router(routing_routes.router)
+    app.include_router(provider_routes.router)
     app.include_router(audio_routes.router)
     server = settings.server()
     # Added last = outermost: the request id also marks 401 and 413 answers.

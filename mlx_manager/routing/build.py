@@ -1,23 +1,15 @@
-"""The generation seam built from its configuration: upstream providers, rules, cooldowns."""
+"""The generation seam built from its configuration: the service, and the live routing
+configuration that fills its table (config-file providers and rules now, the database's
+when the store is attached)."""
 
 from __future__ import annotations
 
-from mlx_manager.config import ProviderSettings, RoutingConfig
+from mlx_manager.config import RoutingConfig
 from mlx_manager.routing.aliases import AliasTable
 from mlx_manager.routing.failover import Cooldowns
-from mlx_manager.routing.providers.anthropic import AnthropicProvider
+from mlx_manager.routing.live import LiveRouting
 from mlx_manager.routing.providers.base import GenerationProvider
-from mlx_manager.routing.providers.openai_compatible import OpenAICompatibleProvider
-from mlx_manager.routing.rules import RuleSet
 from mlx_manager.routing.service import GenerationService, StreamObserver
-
-UpstreamProvider = OpenAICompatibleProvider | AnthropicProvider
-
-
-def upstream_provider(settings: ProviderSettings) -> UpstreamProvider:
-    if settings.kind == "anthropic":
-        return AnthropicProvider(settings)
-    return OpenAICompatibleProvider(settings)  # openai, openai_compatible
 
 
 def build_generation(
@@ -25,15 +17,12 @@ def build_generation(
     local: GenerationProvider,
     aliases: AliasTable,
     observe: StreamObserver | None = None,
-) -> tuple[GenerationService, list[UpstreamProvider]]:
-    """The service and the upstream providers it owns (closed by the runtime at stop)."""
-    upstreams = [upstream_provider(p) for p in config.providers]
+) -> tuple[GenerationService, LiveRouting]:
+    """The service and its live routing (which owns the upstream providers: closed at stop)."""
     service = GenerationService(
         local,
         aliases,
-        {p.name: p for p in upstreams},
-        RuleSet.build(config.routes, aliases),
-        Cooldowns(config.cooldown_failures, config.cooldown_s),
-        observe,
+        cooldowns=Cooldowns(config.cooldown_failures, config.cooldown_s),
+        observe=observe,
     )
-    return service, upstreams
+    return service, LiveRouting(service, config, aliases)

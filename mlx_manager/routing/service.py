@@ -9,12 +9,17 @@ and the audit log plug in here, so the routes never change for them.
 A name no rule matches goes to the local pool directly, as before routing existed: no peek
 at the first event, no cooldown. A rule's chain runs through failover.run_chain; with one
 target there is nothing to fail over to, so its stream is returned at once.
+
+Rules and upstream providers are one immutable `RoutingTable`, swapped whole when an admin
+changes them (routing/live.py): a request reads the table once, so it keeps the configuration
+it started with.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from mlx_manager.config import LOCAL_PROVIDER
@@ -30,6 +35,27 @@ from mlx_manager.types import EventStream, GenerateRequest
 StreamObserver = Callable[[EventStream, GenerateRequest, str], EventStream]
 
 
+@dataclass(frozen=True, slots=True)
+class RoutingTable:
+    """The rules and the upstream providers they name, valid together."""
+
+    rules: RuleSet
+    upstreams: Mapping[str, GenerationProvider] = field(default_factory=dict)
+
+    def provider(self, target: Target, local: GenerationProvider) -> GenerationProvider:
+        if target.provider == LOCAL_PROVIDER:
+            return local
+        provider = self.upstreams.get(target.provider)
+        if provider is None:  # a table is validated whole, so this is unreachable
+            raise ModelNotFound(f"no provider {target.provider!r}")
+        return provider
+
+    def left_machine(self, target: Target) -> bool:
+        if target.provider == LOCAL_PROVIDER:
+            return False
+        return bool(getattr(self.upstreams.get(target.provider), "left_machine", True))
+
+
 class GenerationService:
     def __init__(
         self,
@@ -42,29 +68,40 @@ class GenerationService:
     ) -> None:
         self._local = local
         self._aliases = aliases
-        self._upstreams = dict(upstreams or {})
-        self._rules = rules if rules is not None else RuleSet.build((), aliases)
+        self._table = RoutingTable(
+            rules if rules is not None else RuleSet.build((), aliases), dict(upstreams or {})
+        )
         self._cooldowns = cooldowns or Cooldowns(3, 30.0)
         self._observe = observe
+
+    @property
+    def table(self) -> RoutingTable:
+        return self._table
+
+    def swap(self, table: RoutingTable) -> RoutingTable:
+        """Serve new requests from `table`; the previous one (in-flight requests keep it)."""
+        previous, self._table = self._table, table
+        return previous
 
     def served_model(self, name: str) -> str:
         """The served model a requested name means (aliases applied)."""
         return self._aliases.resolve(name)
 
     def route(self, name: str) -> Route:
-        return route(self._rules, name)
+        return route(self._table.rules, name)
 
     async def submit(self, request: GenerateRequest, principal: Principal) -> EventStream:
         """Queue a generation: an ApiError before anything streams, else its event stream."""
-        chosen = self.route(request.model)
+        table = self._table  # this request's configuration, whatever is swapped in meanwhile
+        chosen = route(table.rules, request.model)
 
         async def attempt(target: Target) -> tuple[EventStream, bool]:
-            provider = self._provider(target)
+            provider = table.provider(target, self._local)
             sent = _for(request, target)
             stream = await provider.submit(sent)
             if self._observe is not None:  # each attempt, by the backend that ran it
                 stream = self._observe(stream, sent, target.provider)
-            return stream, self._left_machine(target)
+            return stream, table.left_machine(target)
 
         if len(chosen.targets) == 1:
             target = chosen.targets[0]
@@ -74,12 +111,14 @@ class GenerationService:
 
     async def count_tokens(self, request: GenerateRequest, principal: Principal) -> int:
         """Prompt tokens of a request as its (first) model would see it (tools included)."""
-        target = self.route(request.model).targets[0]
-        return await self._provider(target).count_tokens(_for(request, target))
+        table = self._table
+        target = route(table.rules, request.model).targets[0]
+        return await table.provider(target, self._local).count_tokens(_for(request, target))
 
     def explain(self, name: str) -> dict[str, Any]:
         """Which rule `name` matches and the chain it runs (GET /admin/routes/explain)."""
-        chosen = self.route(name)
+        table = self._table
+        chosen = route(table.rules, name)
         return {
             "model": name,
             "rule": chosen.rule.describe() if chosen.rule is not None else None,
@@ -87,25 +126,12 @@ class GenerationService:
                 {
                     "provider": t.provider,
                     "model": t.model,
-                    "data_leaves_machine": self._left_machine(t),
+                    "data_leaves_machine": table.left_machine(t),
                     "cooldown_s": round(self._cooldowns.remaining(t.key), 3),
                 }
                 for t in chosen.targets
             ],
         }
-
-    def _provider(self, target: Target) -> GenerationProvider:
-        if target.provider == LOCAL_PROVIDER:
-            return self._local
-        provider = self._upstreams.get(target.provider)
-        if provider is None:  # config validation makes this unreachable
-            raise ModelNotFound(f"no provider {target.provider!r}")
-        return provider
-
-    def _left_machine(self, target: Target) -> bool:
-        if target.provider == LOCAL_PROVIDER:
-            return False
-        return bool(getattr(self._upstreams.get(target.provider), "left_machine", True))
 
 
 def _for(request: GenerateRequest, target: Target) -> GenerateRequest:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
-
 from mlx_manager.config import ProviderSettings
 from mlx_manager.errors import UpstreamUnavailable
 from mlx_manager.protocols import anthropic_upstream
-from mlx_manager.routing.providers.upstream import HttpUpstream
+from mlx_manager.routing.providers.upstream import HttpUpstream, upstream_key_from_env
 from mlx_manager.types import EventStream, GenerateRequest
 
 API_VERSION = "2023-06-01"
@@ -15,8 +13,8 @@ _COUNTED_FIELDS = ("model", "messages", "system", "tools", "tool_choice", "think
 
 
 class AnthropicProvider:
-    def __init__(self, settings: ProviderSettings) -> None:
-        key = os.environ.get(settings.api_key_env, "") if settings.api_key_env else ""
+    def __init__(self, settings: ProviderSettings, api_key: str | None = None) -> None:
+        key = api_key or upstream_key_from_env(settings)
         headers = {"anthropic-version": API_VERSION}
         if key:
             headers["x-api-key"] = key
@@ -27,6 +25,9 @@ class AnthropicProvider:
     @property
     def left_machine(self) -> bool:
         return self.http.left_machine
+
+    async def probe(self) -> str | None:
+        return await self.http.probe("/v1/models")
 
     def _body(self, request: GenerateRequest) -> dict[str, object]:
         return anthropic_upstream.messages_body(request, request.model, self._default_max_tokens)

@@ -3,19 +3,17 @@ compatible server (`openai_compatible`: vLLM, Ollama, another MLX Manager)."""
 
 from __future__ import annotations
 
-import os
-
 from mlx_manager.config import ProviderSettings
 from mlx_manager.protocols import openai_upstream
-from mlx_manager.routing.providers.upstream import HttpUpstream
+from mlx_manager.routing.providers.upstream import HttpUpstream, upstream_key_from_env
 from mlx_manager.types import EventStream, GenerateRequest
 
 CHARS_PER_TOKEN = 4  # count_tokens estimate: OpenAI's API has no counting endpoint
 
 
 class OpenAICompatibleProvider:
-    def __init__(self, settings: ProviderSettings) -> None:
-        key = os.environ.get(settings.api_key_env, "") if settings.api_key_env else ""
+    def __init__(self, settings: ProviderSettings, api_key: str | None = None) -> None:
+        key = api_key or upstream_key_from_env(settings)
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         self.http = HttpUpstream(settings, headers, (key,))
         self.name = settings.name
@@ -26,6 +24,9 @@ class OpenAICompatibleProvider:
     @property
     def left_machine(self) -> bool:
         return self.http.left_machine
+
+    async def probe(self) -> str | None:
+        return await self.http.probe("/models")
 
     async def submit(self, request: GenerateRequest) -> EventStream:
         body = openai_upstream.chat_body(request, request.model, self._dialect)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Protocol
 
@@ -51,6 +52,11 @@ class Decoder(Protocol):
     def feed(self, data: dict[str, Any]) -> GenerationEvent | None: ...
 
     def end(self) -> GenerationEvent: ...
+
+
+def upstream_key_from_env(settings: ProviderSettings) -> str:
+    """The key a config-file provider names by environment variable ("" when none)."""
+    return os.environ.get(settings.api_key_env, "") if settings.api_key_env else ""
 
 
 class HttpUpstream:
@@ -122,6 +128,20 @@ class HttpUpstream:
         stream = UpstreamStream(self, response, decoder, started, request_id)
         await stream.prime()
         return stream
+
+    async def probe(self, path: str) -> str | None:
+        """GET a cheap listing (the model list) to see the upstream answers and takes the key:
+        None when it does, else why not (no URL, no key in the text)."""
+        try:
+            async with asyncio.timeout(self.settings.timeouts.connect_s + 5):
+                response = await self._client.get(self.settings.base_url + path)
+        except (TimeoutError, httpx.HTTPError) as exc:
+            return f"could not be reached ({type(exc).__name__})"
+        if response.status_code in (401, 403):
+            return f"refused the API key (HTTP {response.status_code})"
+        if response.status_code >= 500 or 300 <= response.status_code < 400:
+            return f"answered HTTP {response.status_code}"
+        return None  # 2xx, or a 4xx such as 404 from a server without a model list
 
     def _status_error(self, response: httpx.Response, content: bytes) -> ApiError:
         status = response.status_code
