@@ -13,7 +13,7 @@ import os
 
 from mlx_manager.config import StoreConfig
 from mlx_manager.security.secret_box import (
-    SECRET_KEY_ENV,
+    ENV_VAR,
     Keyring,
     add_file_key,
     load_keyring,
@@ -33,12 +33,12 @@ def db_upgrade(config: StoreConfig) -> str:
 
 def secrets_rotate(config: StoreConfig) -> str:
     data_dir = config.resolved_data_dir()
-    from_env = bool(os.environ.get(SECRET_KEY_ENV))
+    from_env = bool(os.environ.get(ENV_VAR))
     keyring = load_keyring(data_dir) if from_env else add_file_key(data_dir)
     rotated = asyncio.run(_rotate(config, keyring))
     if from_env:
         return (
-            f"re-encrypted {rotated} key(s) under the first key of {SECRET_KEY_ENV}; "
+            f"re-encrypted {rotated} key(s) under the first key of {ENV_VAR}; "
             "the older keys there can now be removed"
         )
     prune_file_keys(data_dir, keep=1)
