@@ -9,7 +9,7 @@ OPENBLAS := /usr/lib/x86_64-linux-gnu/libopenblas.so.0
 LINT_PATHS := mlx_manager tests $(wildcard benchmarks)
 PRELOAD := $(if $(wildcard $(OPENBLAS)),LD_PRELOAD=$(OPENBLAS),)
 
-.PHONY: serve test lint bootstrap clean speech-tools agent-clis
+.PHONY: serve test lint bootstrap clean speech-tools agent-clis postgres
 
 bootstrap: $(VENV)/.installed
 
@@ -47,6 +47,20 @@ speech-tools:
 		fi; \
 	fi
 
+# The store's PostgreSQL tests start a throwaway server (tests/fixtures/postgres.py) and skip
+# without one: install it where we can. Debian keeps initdb/pg_ctl in /usr/lib/postgresql/*/bin.
+postgres:
+	@if ! { command -v initdb && command -v pg_ctl; } >/dev/null \
+		&& ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+		if [ "$(UNAME)" = "Linux" ] && [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
+			echo "installing PostgreSQL (store tests)"; \
+			(apt-get update -qq >/dev/null && apt-get install -y -qq postgresql >/dev/null) \
+				|| echo "PostgreSQL install skipped: the PostgreSQL tests will be skipped"; \
+		else \
+			echo "PostgreSQL not found: the PostgreSQL tests will be skipped"; \
+		fi; \
+	fi
+
 # Claude Code and Codex CLI for tests/api/test_agent_clis.py (skipped without them), local to
 # the checkout, pinned. `make test` tries to install them where npm is; a failure skips them.
 AGENT_CLIS := @anthropic-ai/claude-code@2.1.197 @openai/codex@0.171.0
@@ -64,7 +78,7 @@ agent-clis:
 		fi; \
 	fi
 
-test: bootstrap speech-tools agent-clis
+test: bootstrap speech-tools agent-clis postgres
 	$(VENV)/bin/ruff check $(LINT_PATHS)
 	$(VENV)/bin/mypy
 	$(PRELOAD) $(PY) -m pytest $(ARGS)

@@ -14,6 +14,7 @@ import pytest
 from mlx_manager.models.default_model import DEFAULT_MODEL_NAME, ensure_embedded_model
 from tests.fixtures.embeddings import embeddings_server, minilm_dir
 from tests.fixtures.pool_models import pool_model_root
+from tests.fixtures.postgres import postgres_server, postgres_url
 from tests.fixtures.server import ServerProcess
 from tests.fixtures.speech import fox_wav, whisper_dir
 from tests.fixtures.tiny_models import tiny_model_dirs
@@ -25,6 +26,8 @@ __all__ = [
     "fox_wav",
     "minilm_dir",
     "pool_model_root",
+    "postgres_server",
+    "postgres_url",
     "tiny_model_dirs",
     "tiny_smolvlm_dir",
     "whisper_dir",
