@@ -46,11 +46,16 @@ def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None
         try:
             await runtime.open_store()
         except Exception as exc:
-            await runtime.stop()
+            if on_fatal is None:
+                await runtime.stop()
+                raise
             log.error("%s", exc)
-            if on_fatal is not None:
-                on_fatal(str(exc))
-            raise
+            on_fatal(str(exc))  # the server exits at once, with this reason
+            try:
+                yield
+            finally:
+                await runtime.stop()
+            return
         loading = asyncio.create_task(_load(runtime))
         try:
             yield

@@ -83,7 +83,8 @@ class EngineThread:
 
     def stop(self, timeout: float = 10.0) -> None:
         self._inbox.put(_STOP)
-        self._thread.join(timeout)
+        if self._thread.is_alive():  # never started: the server stopped before loading
+            self._thread.join(timeout)
 
     def submit(self, request: EngineRequest, subscriber: Subscriber) -> None:
         self._submits_sent += 1

@@ -5,6 +5,8 @@ file's directory is created first (0700: it also holds the master key file)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 
 from alembic import command
@@ -25,10 +27,14 @@ def _config() -> Config:
 
 
 def prepare_sqlite_dir(urls: DatabaseUrls) -> None:
-    if urls.is_sqlite and urls.sync_url.database:
-        Path(urls.sync_url.database).expanduser().parent.mkdir(
-            mode=0o700, parents=True, exist_ok=True
-        )
+    """The SQLite file's directory, and the file itself readable by its owner only (SQLite
+    gives its -wal and -shm files the database file's mode)."""
+    if not (urls.is_sqlite and urls.sync_url.database):
+        return
+    path = Path(urls.sync_url.database).expanduser()
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
 
 
 def upgrade(urls: DatabaseUrls) -> str | None:

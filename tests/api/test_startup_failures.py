@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.fixtures.server import ServerProcess
+from tests.fixtures.server import ServerProcess, free_port
 
 
 @pytest.fixture(scope="module")
@@ -77,5 +77,21 @@ def test_only_failed_models_stop_the_server(broken_dir: Path, tmp_path: Path) ->
             process.wait_ready(timeout_s=120)
         assert process.process.returncode == 1
         assert "could not start" in process.log()
+    finally:
+        process.stop()
+
+
+def test_an_unreachable_database_stops_the_server_with_the_reason(tmp_path: Path) -> None:
+    empty = tmp_path / "models"
+    empty.mkdir()
+    url = f"postgresql://mm:hunter2@127.0.0.1:{free_port()}/mm"
+    process = ServerProcess("--model-dir", str(empty), "--database-url", url, log_dir=tmp_path)
+    try:
+        with pytest.raises(RuntimeError, match="exited early"):
+            process.wait_ready(timeout_s=60)
+        assert process.process.returncode == 1
+        log = process.log()
+        assert "could not start: cannot open the store postgresql" in log
+        assert "hunter2" not in log and "Traceback" not in log
     finally:
         process.stop()
