@@ -371,9 +371,20 @@ class Settings(BaseSettings):
     api_key: str | None = Field(
         None,
         description=(
-            "When set, every /v1 route requires this key (OpenAI: Authorization: Bearer; "
-            "Anthropic: x-api-key or Bearer). Default: no auth."
+            "A static admin key (Authorization: Bearer or x-api-key). With it, or once any "
+            "account or API key exists, every route but /, /health and sign-in needs "
+            "credentials; with none, only loopback clients are answered."
         ),
+    )
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Host names (besides the loopback ones and --host) that requests and "
+        "browser Origins may use; '*' allows any. Repeatable (env/config: comma-separated).",
+    )
+    signup: Literal["closed", "approval", "open"] = Field(
+        "closed",
+        description="Self sign-up (POST /auth/register): closed, approval (new accounts wait "
+        "as pending until an admin approves) or open.",
     )
     model_alias: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
@@ -418,6 +429,7 @@ class Settings(BaseSettings):
         "model_keep_alive",
         "model_alias",
         "image_allow_hosts",
+        "allowed_hosts",
         mode="before",
     )
     @classmethod
@@ -562,6 +574,8 @@ class ServerConfig(SubConfig):
     log_level: str = setting()
     log_format: Literal["text", "json"] = setting()
     api_key: str | None = setting()
+    allowed_hosts: tuple[str, ...] = setting()
+    signup: Literal["closed", "approval", "open"] = setting()
     metrics_public: bool = setting()
     model_aliases: tuple[str, ...] = setting("model_alias")  # NAME=MODEL_ID
     max_audio_bytes: int = setting()

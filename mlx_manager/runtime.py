@@ -12,6 +12,7 @@ from pathlib import Path
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from mlx_manager.accounts.service import AccountService
 from mlx_manager.config import Settings
 from mlx_manager.engine.commands import MlxMemory
 from mlx_manager.engine.core import EngineSnapshot
@@ -33,6 +34,7 @@ from mlx_manager.services.embedding_service import EmbeddingService
 from mlx_manager.services.model_gate import ModelGate
 from mlx_manager.services.response_store import ResponseStore
 from mlx_manager.services.transcription import TranscriptionService
+from mlx_manager.store.accounts_repo import AccountsRepository
 from mlx_manager.store.database import Database
 from mlx_manager.store.routing_repo import RoutingRepository
 from mlx_manager.store.urls import database_urls
@@ -62,6 +64,8 @@ class Runtime:
         )
         self.metrics = Metrics(self.thread.snapshot, self.pool.status)
         self._store_config = settings.store()
+        server = settings.server()
+        self.accounts = AccountService(None, server.api_key, server.signup)
         self.database: Database | None = None
         self.generation, self.routing = build_generation(
             settings.routing(),
@@ -87,8 +91,9 @@ class Runtime:
             self.database = await Database.open(urls)
         except (OSError, SQLAlchemyError) as exc:
             raise ValueError(f"cannot open the store {urls.display()}: {exc}") from exc
-        repo = RoutingRepository(self.database, lambda: load_keyring(data_dir))
-        await self.routing.attach(repo)
+        keys = lambda: load_keyring(data_dir)  # noqa: E731  (read at each use: see rotation)
+        await self.routing.attach(RoutingRepository(self.database, keys))
+        await self.accounts.start(AccountsRepository(self.database, keys))
 
     @property
     def state(self) -> EngineState:

@@ -13,11 +13,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 
+from mlx_manager.api.auth import require_admin
 from mlx_manager.api.deps import runtime_of
 
-router = APIRouter(prefix="/admin/models")
+router = APIRouter(prefix="/admin/models", dependencies=[Depends(require_admin)])
 
 
 @router.get("/status")

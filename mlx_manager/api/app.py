@@ -7,12 +7,15 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from mlx_manager.api import (
+    account_admin_routes,
     admin_routes,
     anthropic_routes,
     audio_routes,
+    auth_routes,
+    docs_routes,
     embeddings_routes,
     metrics_routes,
     openai_routes,
@@ -21,8 +24,9 @@ from mlx_manager.api import (
     routing_routes,
     system_routes,
 )
-from mlx_manager.api.auth import OPEN_PATHS, ApiKeyMiddleware
+from mlx_manager.api.auth import AuthMiddleware, require_principal
 from mlx_manager.api.errors import install_error_handlers
+from mlx_manager.api.host_guard import HostGuardMiddleware, allowed_host_names
 from mlx_manager.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from mlx_manager.api.unicode_guard import UnicodeGuardMiddleware
 from mlx_manager.config import Settings
@@ -71,19 +75,40 @@ def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None
             if on_fatal is not None:
                 on_fatal(str(exc))
 
-    app = FastAPI(title="MLX Manager", version="0.1.0", lifespan=lifespan)
+    # FastAPI's own /docs and /openapi.json would be open: ours are on a protected router.
+    app = FastAPI(
+        title="MLX Manager",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
     install_error_handlers(app)
-    app.include_router(system_routes.router)
-    app.include_router(metrics_routes.router)
-    app.include_router(openai_routes.router)
-    app.include_router(responses_routes.router)
-    app.include_router(embeddings_routes.router)
-    app.include_router(anthropic_routes.router)
-    app.include_router(admin_routes.router)
-    app.include_router(routing_routes.router)
-    app.include_router(provider_routes.router)
-    app.include_router(audio_routes.router)
     server = settings.server()
+    public = [system_routes.public_router, auth_routes.public_router]
+    if server.metrics_public:
+        public.append(metrics_routes.router)
+    for router in public:
+        app.include_router(router)
+    protected = [
+        system_routes.router,
+        auth_routes.router,
+        docs_routes.router,
+        openai_routes.router,
+        responses_routes.router,
+        embeddings_routes.router,
+        anthropic_routes.router,
+        audio_routes.router,
+        admin_routes.router,
+        routing_routes.router,
+        provider_routes.router,
+        account_admin_routes.router,
+    ]
+    if not server.metrics_public:
+        protected.append(metrics_routes.router)
+    for router in protected:  # deny by default: the router carries the check
+        app.include_router(router, dependencies=[Depends(require_principal)])
     # Added last = outermost: the request id also marks 401 and 413 answers.
     app.state.audio_limits = audio_routes.audio_limits(server)
     app.add_middleware(UnicodeGuardMiddleware)  # inside the body limit: reads a bounded body
@@ -92,8 +117,9 @@ def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None
         limit=server.max_request_bytes,
         path_limits={audio_routes.TRANSCRIPTIONS_PATH: audio_routes.body_limit(server)},
     )
-    if server.api_key:
-        open_paths = OPEN_PATHS | ({"/metrics"} if server.metrics_public else set())
-        app.add_middleware(ApiKeyMiddleware, api_key=server.api_key, open_paths=open_paths)
+    app.add_middleware(AuthMiddleware, accounts=lambda: app.state.runtime.accounts)
+    app.add_middleware(
+        HostGuardMiddleware, allowed=allowed_host_names(server.host, server.allowed_hosts)
+    )
     app.add_middleware(RequestIdMiddleware)
     return app

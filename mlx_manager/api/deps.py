@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from fastapi import Request
 
+from mlx_manager.api.auth import require_principal
 from mlx_manager.routing.service import GenerationService
 from mlx_manager.runtime import Runtime
-from mlx_manager.security.principal import ANONYMOUS, Principal
+from mlx_manager.security.principal import Principal
 
 
 def runtime_of(request: Request) -> Runtime:
@@ -19,6 +20,5 @@ def generation_of(request: Request) -> GenerationService:
 
 
 def principal_of(request: Request) -> Principal:
-    """Set by the auth middleware when credentials are configured; else the open default."""
-    principal: Principal = getattr(request.state, "principal", ANONYMOUS)
-    return principal
+    """The caller, as authenticated (api/auth.py); a route without one is a bug: refused."""
+    return require_principal(request)

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
-from mlx_manager.api.admin_guard import Admin, require_admin
+from mlx_manager.api.auth import Admin, require_admin
 from mlx_manager.api.deps import runtime_of
 from mlx_manager.config import LOCAL_PROVIDER, ProviderSettings, UpstreamTimeouts
 from mlx_manager.errors import InvalidRequest

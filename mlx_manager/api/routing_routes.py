@@ -17,7 +17,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
-from mlx_manager.api.admin_guard import Admin, require_admin
+from mlx_manager.api.auth import Admin, require_admin
 from mlx_manager.api.deps import generation_of, runtime_of
 from mlx_manager.config import RouteSettings
 from mlx_manager.routing.live import LiveRouting

@@ -17,10 +17,11 @@ from fastapi.responses import JSONResponse
 from mlx_manager.api.deps import runtime_of
 from mlx_manager.frontend.lifecycle import EngineState
 
+public_router = APIRouter()  # no credentials: probes
 router = APIRouter()
 
 
-@router.api_route("/", methods=["GET", "HEAD"])
+@public_router.api_route("/", methods=["GET", "HEAD"])
 async def root(request: Request) -> dict[str, Any]:
     return {
         "name": request.app.title,
@@ -29,7 +30,7 @@ async def root(request: Request) -> dict[str, Any]:
     }
 
 
-@router.get("/health")
+@public_router.get("/health")
 async def health(request: Request) -> JSONResponse:
     runtime = runtime_of(request)
     body: dict[str, Any] = {

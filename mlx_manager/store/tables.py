@@ -61,3 +61,48 @@ class AdminChangeRow(Base):
     action: Mapped[str] = mapped_column(String(64))  # e.g. provider.create
     target: Mapped[str] = mapped_column(String(256))
     detail: Mapped[dict[str, Any]] = mapped_column()
+
+
+class UserRow(Base):
+    """An account. `token_version` is bumped on every change of role, state or password: a
+    session token carrying an older one is refused on its next request."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(256))
+    role: Mapped[str] = mapped_column(String(16), index=True)  # admin | user | pending
+    disabled: Mapped[bool] = mapped_column(default=False)
+    token_version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+    updated_at: Mapped[datetime] = mapped_column(default=utc_now, onupdate=utc_now)
+
+
+class ApiKeyRow(Base):
+    """A program's key: only its keyed hash (HMAC-SHA256) and a visible prefix are stored."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(Integer, index=True)
+    name: Mapped[str] = mapped_column(String(128))
+    prefix: Mapped[str] = mapped_column(String(16))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scopes: Mapped[dict[str, Any]] = mapped_column()  # models, rpm, tpm, local_only
+    expires_at: Mapped[datetime | None] = mapped_column()
+    revoked_at: Mapped[datetime | None] = mapped_column()
+    last_used_at: Mapped[datetime | None] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+
+
+class ServerSecretRow(Base):
+    """Secrets of the server itself (the key of session tokens and of API-key hashes), kept
+    encrypted under the master keyring, so every instance sharing the database shares them
+    and `secrets rotate` re-encrypts them with the rest."""
+
+    __tablename__ = "server_secrets"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    ciphertext: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)

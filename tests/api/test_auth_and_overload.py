@@ -64,9 +64,12 @@ def test_openai_bearer(locked: ServerProcess) -> None:
     assert info.value.body["code"] == "invalid_api_key"  # type: ignore[index]
 
 
-def test_openai_routes_take_bearer_only_and_health_is_open(locked: ServerProcess) -> None:
-    reply = httpx.get(f"{locked.base_url}/v1/models", headers={"x-api-key": KEY})
-    assert reply.status_code == 401 and "error" in reply.json()
+def test_one_credential_parser_for_every_route_and_health_is_open(locked: ServerProcess) -> None:
+    """Bearer and x-api-key both work everywhere; two different keys at once are refused."""
+    assert httpx.get(f"{locked.base_url}/v1/models", headers={"x-api-key": KEY}).status_code == 200
+    both = {"x-api-key": KEY, "authorization": "Bearer other"}
+    reply = httpx.get(f"{locked.base_url}/v1/models", headers=both)
+    assert reply.status_code == 401 and "two different keys" in reply.json()["error"]["message"]
     assert httpx.get(f"{locked.base_url}/health").status_code == 200
 
 

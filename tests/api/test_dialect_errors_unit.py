@@ -5,7 +5,6 @@ from __future__ import annotations
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from mlx_manager.api.auth import ApiKeyMiddleware
 from mlx_manager.api.errors import install_error_handlers
 from mlx_manager.api.middleware import RequestIdMiddleware
 from mlx_manager.errors import ContextLengthExceeded, Overloaded
@@ -55,21 +54,3 @@ def test_anthropic_version_header_selects_the_dialect() -> None:
         "message": "prompt is too long: 9 tokens > 8 maximum",
     }
 
-
-def test_api_key_middleware_unit() -> None:
-    application = FastAPI()
-
-    @application.get("/v1/models")
-    async def models() -> dict[str, str]:
-        return {"ok": "yes"}
-
-    application.add_middleware(ApiKeyMiddleware, api_key="k")
-    client = TestClient(application)
-    assert client.get("/v1/models", headers={"authorization": "Bearer k"}).status_code == 200
-    assert client.get("/v1/models", headers={"x-api-key": "k"}).status_code == 401
-    assert (
-        client.get("/v1/models", headers={"x-api-key": "k", "anthropic-version": "1"}).status_code
-        == 200
-    )
-    missing = client.get("/v1/models", headers={"anthropic-version": "1"})
-    assert missing.status_code == 401 and missing.json()["error"]["type"] == "authentication_error"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi.testclient import TestClient
 
+from mlx_manager.accounts.service import AccountService
 from mlx_manager.api.app import create_app
 from mlx_manager.config import load_settings
 from mlx_manager.frontend.lifecycle import EngineState
@@ -13,6 +14,7 @@ class _LoadingRuntime:
     state = EngineState.LOADING
     load_error = None
     failed_models = None  # none failed
+    accounts = AccountService()  # no store: open mode
 
     def model_infos(self) -> list[object]:
         return []
@@ -21,7 +23,7 @@ class _LoadingRuntime:
 def test_health_is_503_while_loading() -> None:
     app = create_app(load_settings({}))
     app.state.runtime = _LoadingRuntime()
-    client = TestClient(app)  # no lifespan: nothing loads
+    client = TestClient(app, base_url="http://localhost")  # no lifespan: nothing loads
     reply = client.get("/health")
     assert reply.status_code == 503
     assert reply.json()["status"] == "loading"

@@ -1,0 +1,1 @@
+"""Accounts: users and their approval, API keys and their scopes, sessions, rate limits."""
