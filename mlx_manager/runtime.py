@@ -55,9 +55,10 @@ class Runtime:
             settings.vision(),
         )
         self.metrics = Metrics(self.thread.snapshot, self.pool.status)
+        routing = settings.routing()
         self.generation, self._upstreams = build_generation(
-            settings.routing(),
-            LocalProvider(self.client),
+            routing,
+            LocalProvider(self.client, routing.local_timeouts),
             self.aliases,
             self.metrics.requests.observe,
         )
