@@ -61,6 +61,7 @@ class Runtime:
             LocalProvider(self.client, routing.local_timeouts),
             self.aliases,
             self.metrics.requests.observe,
+            self.pool,
         )
         gate = ModelGate(self.pool, self.lifecycle, self.admission, self.aliases.resolve)
         self.embeddings = EmbeddingService(self.host.execute, gate, engine_config)

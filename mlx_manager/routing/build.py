@@ -5,6 +5,7 @@ from __future__ import annotations
 from mlx_manager.config import ProviderSettings, RoutingConfig
 from mlx_manager.routing.aliases import AliasTable
 from mlx_manager.routing.failover import Cooldowns
+from mlx_manager.routing.pool_aware import PoolAware, ResidencySource
 from mlx_manager.routing.providers.anthropic import AnthropicProvider
 from mlx_manager.routing.providers.base import GenerationProvider
 from mlx_manager.routing.providers.openai_compatible import OpenAICompatibleProvider
@@ -25,6 +26,7 @@ def build_generation(
     local: GenerationProvider,
     aliases: AliasTable,
     observe: StreamObserver | None = None,
+    pool: ResidencySource | None = None,
 ) -> tuple[GenerationService, list[UpstreamProvider]]:
     """The service and the upstream providers it owns (closed by the runtime at stop)."""
     upstreams = [upstream_provider(p) for p in config.providers]
@@ -35,5 +37,6 @@ def build_generation(
         RuleSet.build(config.routes, aliases),
         Cooldowns(config.cooldown_failures, config.cooldown_s),
         observe,
+        PoolAware(pool),
     )
     return service, upstreams

@@ -21,6 +21,7 @@ from mlx_manager.config import LOCAL_PROVIDER
 from mlx_manager.errors import ModelNotFound
 from mlx_manager.routing.aliases import AliasTable
 from mlx_manager.routing.failover import Backend, Cooldowns, RoutedStream, run_chain
+from mlx_manager.routing.pool_aware import PoolAware
 from mlx_manager.routing.providers.base import GenerationProvider
 from mlx_manager.routing.rules import Route, RuleSet, Target, route
 from mlx_manager.security.principal import Principal
@@ -39,6 +40,7 @@ class GenerationService:
         rules: RuleSet | None = None,
         cooldowns: Cooldowns | None = None,
         observe: StreamObserver | None = None,
+        pool_aware: PoolAware | None = None,
     ) -> None:
         self._local = local
         self._aliases = aliases
@@ -46,6 +48,7 @@ class GenerationService:
         self._rules = rules if rules is not None else RuleSet.build((), aliases)
         self._cooldowns = cooldowns or Cooldowns(3, 30.0)
         self._observe = observe
+        self._pool_aware = pool_aware or PoolAware()
 
     def served_model(self, name: str) -> str:
         """The served model a requested name means (aliases applied)."""
@@ -70,7 +73,8 @@ class GenerationService:
             target = chosen.targets[0]
             stream, left = await attempt(target)
             return RoutedStream(stream, Backend(target, left))
-        return await run_chain(chosen, attempt, self._cooldowns)
+        precheck = self._pool_aware.precheck(chosen)
+        return await run_chain(chosen, attempt, self._cooldowns, precheck)
 
     async def count_tokens(self, request: GenerateRequest, principal: Principal) -> int:
         """Prompt tokens of a request as its (first) model would see it (tools included)."""
@@ -89,6 +93,7 @@ class GenerationService:
                     "model": t.model,
                     "data_leaves_machine": self._left_machine(t),
                     "cooldown_s": round(self._cooldowns.remaining(t.key), 3),
+                    **self._pool_aware.describe(t),
                 }
                 for t in chosen.targets
             ],
