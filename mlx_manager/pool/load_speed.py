@@ -1,11 +1,13 @@
 """How fast this process loads models, measured from its own loads: the pool's estimate of
 how long a model that is not resident would take to load (routing's per-rule load budget).
 
-Bytes are the model directory's size on disk (what a load reads); seconds are the engine's
-own timing of the load (no queueing). The speed is all bytes over all seconds, so big loads,
-whose speed is the one worth predicting, weigh most and a tiny model's fixed costs
-(tokenizer, config) little. Before any load: a prior of 1 GB/s, a local SSD with room to
-spare on Apple silicon; the first real load replaces it.
+Bytes are what a load books: the weights as loaded (float32 where the CPU backend upcasts)
+plus the model's preallocated KV pool. Both are written to memory by the load, and the KV
+pool alone can dominate a small model's load, so the size on disk would mislead. Seconds are
+the engine's own timing of the load (no queueing). The speed is all bytes over all seconds,
+so big loads, whose speed is the one worth predicting, weigh most. Before any load: a prior
+of 1 GB/s (a local SSD on Apple silicon reads faster; the KV pool and any conversion cost
+time too); the first real load replaces it.
 """
 
 from __future__ import annotations

@@ -136,16 +136,16 @@ class ModelPool:
 
     def residency(self, model_id: str) -> Residency:
         """Whether `model_id` is resident, could load now (evicting what) and how long the
-        load would take (its size over the measured load speed). Read only: nothing is
-        loaded, evicted or booked."""
+        load would take (the bytes it books over the measured load speed). Read only: nothing
+        is loaded, evicted or booked."""
         entry = self.catalog.get(model_id)
         if entry is None:
             return Residency(model_id, ResidencyState.UNKNOWN, None, "not served here")
-        load_s = self.load_speed.estimate_s(entry.size_bytes)
         resident = self._residents.get(model_id)
         if resident is not None and resident.state is _READY:
             return Residency(model_id, ResidencyState.RESIDENT, 0.0)
         if resident is not None and resident.state is _LOADING:
+            load_s = self.load_speed.estimate_s(resident.estimate_bytes)
             left = max(load_s - (time.monotonic() - resident.created), 0.0)
             return Residency(model_id, ResidencyState.LOADING, left)
         try:
@@ -154,6 +154,7 @@ class ModelPool:
                 estimate = self._estimates[model_id] = self._host.estimate_bytes(entry)
         except (ApiError, OSError) as exc:
             return Residency(model_id, ResidencyState.UNKNOWN, None, str(exc))
+        load_s = self.load_speed.estimate_s(estimate)
         return planned_residency(model_id, self._residents.values(), estimate, self.limits, load_s)
 
     async def acquire(self, model_id: str) -> Lease:
@@ -265,7 +266,7 @@ class ModelPool:
         resident.state = _READY
         resident.loaded_at = time.time()
         self.loads += 1
-        self.load_speed.record(resident.entry.size_bytes, result.cost.seconds)
+        self.load_speed.record(result.cost.total_bytes, result.cost.seconds)
         self._touch(resident)
         resident.done.set_result(None)
         log.info(

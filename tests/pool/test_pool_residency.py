@@ -20,28 +20,26 @@ from mlx_manager.pool.pool import ModelPool
 from mlx_manager.pool.residency import ResidencyState
 
 MB = 1_000_000
-# id -> size on disk; each loads in 0.05 s and books 100 bytes.
+# id -> bytes a load books (weights + KV pool); each load takes 0.05 s.
 SIZES = {"a": 10 * MB, "b": 10 * MB, "c": 30 * MB, "big": 4_000 * MB}
 LOAD_S = 0.05
 UNBOUNDED = Limits(None, None)
 
 
 def entry(model_id: str) -> CatalogEntry:
-    size = SIZES[model_id]
-    path = Path("/m") / model_id
-    return CatalogEntry(model_id, path, "model-dir", ModelType.TEXT, 2048, "llama", size, 0)
+    path = Path("/m") / model_id  # 1 byte on disk: the load speed counts booked bytes
+    return CatalogEntry(model_id, path, "model-dir", ModelType.TEXT, 2048, "llama", 1, 0)
 
 
 class Host:
-    def __init__(self, booked: dict[str, int] | None = None) -> None:
-        self.booked = booked or {}
+    def __init__(self) -> None:
         self.loads: list[str] = []
         self.unloads: list[str] = []
         self.estimates = 0
 
     def estimate_bytes(self, entry: CatalogEntry) -> int:
         self.estimates += 1
-        return self.booked.get(entry.model_id, 100)
+        return SIZES[entry.model_id]
 
     async def load(self, entry: CatalogEntry) -> LoadResult:
         self.loads.append(entry.model_id)
@@ -112,7 +110,7 @@ def test_too_large_for_the_memory_budget() -> None:
         assert residency.state is ResidencyState.TOO_LARGE and not residency.can_load
         assert residency.load_s is None and "memory budget" in residency.detail
 
-    run(test, limits=Limits(None, 1000), host=Host({"big": 5000}))
+    run(test, limits=Limits(None, 1000 * MB))
 
 
 def test_estimates_are_read_once_per_model() -> None:

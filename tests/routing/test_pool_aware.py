@@ -26,7 +26,7 @@ from mlx_manager.routing.service import GenerationService
 from mlx_manager.security.principal import ANONYMOUS
 from mlx_manager.types import FinishReason, GenerateRequest, GenerationEvent, SamplingParams
 
-SIZE = 500_000_000  # on disk: 0.5 s at the 1 GB/s prior
+SIZE = 500_000_000  # booked by a load: 0.5 s at the 1 GB/s prior
 
 
 @pytest.mark.parametrize(
@@ -55,11 +55,11 @@ class Host:
         self.loads: list[str] = []
 
     def estimate_bytes(self, entry: CatalogEntry) -> int:
-        return 100
+        return SIZE
 
     async def load(self, entry: CatalogEntry) -> LoadResult:
         self.loads.append(entry.model_id)
-        return LoadResult(cast(ModelCard, entry.model_id), ModelCost(100, 0, 100, 0.5))
+        return LoadResult(cast(ModelCard, entry.model_id), ModelCost(SIZE, 0, SIZE, 0.5))
 
     async def unload(self, model_id: str) -> bool:
         return True
@@ -67,7 +67,7 @@ class Host:
 
 def entry(model_id: str) -> CatalogEntry:
     path = Path("/m") / model_id
-    return CatalogEntry(model_id, path, "model-dir", ModelType.TEXT, 2048, "llama", SIZE, 0)
+    return CatalogEntry(model_id, path, "model-dir", ModelType.TEXT, 2048, "llama", 1, 0)
 
 
 class Stream:
