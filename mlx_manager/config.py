@@ -103,6 +103,17 @@ class UpstreamTimeouts(_Strict):
     total_s: float = Field(600.0, gt=0)
 
 
+class LocalTimeouts(_Strict):
+    """Seconds the local engine may take: to its first event (counted from the request's
+    arrival at the pool, so a model load and the wait in the queue count), between two events,
+    and for the whole answer. Longer than an upstream's total by default: a CPU or a small Mac
+    generates slowly, and a load comes first."""
+
+    first_token_s: float = Field(300.0, gt=0)
+    idle_s: float = Field(120.0, gt=0)
+    total_s: float = Field(900.0, gt=0)
+
+
 class ProviderSettings(_Strict):
     """An upstream: where it is, which dialect it speaks, where its key comes from."""
 
@@ -147,6 +158,9 @@ class RouteSettings(_Strict):
     priority: int = 0  # regex rules: lower first
     enabled: bool = True
     targets: list[RouteTarget] = Field(min_length=1, max_length=5)
+    # Pool-aware: a local target whose model is not resident is passed over (to the next
+    # target) when loading it is estimated to take longer than this (None: no limit).
+    local_load_budget_s: float | None = Field(None, ge=0)
 
     @model_validator(mode="after")
     def _check_regex(self) -> RouteSettings:
@@ -402,8 +416,15 @@ class Settings(BaseSettings):
     routes: list[RouteSettings] = Field(
         default_factory=list,
         description="Routing rules, as a list of {pattern, match: exact|prefix|regex, "
-        "priority, enabled, targets: [{provider, model}]} (config file, or JSON); a name no "
-        "rule matches is served by the local pool.",
+        "priority, enabled, targets: [{provider, model}], local_load_budget_s} (config file, or "
+        "JSON); a name no rule matches is served by the local pool.",
+    )
+    local_timeouts: LocalTimeouts = Field(
+        default_factory=lambda: LocalTimeouts.model_validate({}),
+        description="Seconds the local engine may take, as {first_token_s: 300, idle_s: 120, "
+        "total_s: 900} (config file, or JSON): to the first event (a model load and the queue "
+        "included), between events, for the whole answer. On expiry the generation is aborted "
+        "and answered with 504 (a route's chain fails over when nothing was sent yet).",
     )
     failover_cooldown_failures: int = Field(
         3, ge=1, description="Consecutive failures after which a route target is skipped."
@@ -657,6 +678,7 @@ class RoutingConfig(SubConfig):
 
     providers: tuple[ProviderSettings, ...] = setting()
     routes: tuple[RouteSettings, ...] = setting()
+    local_timeouts: LocalTimeouts = setting()
     model_aliases: tuple[str, ...] = setting("model_alias")  # NAME=MODEL_ID
     cooldown_failures: int = setting("failover_cooldown_failures")
     cooldown_s: float = setting("failover_cooldown_s")

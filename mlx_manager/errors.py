@@ -199,11 +199,33 @@ class UpstreamUnavailable(ApiError):
     default_code = "upstream_unavailable"
 
 
-class UpstreamTimeout(ApiError):
-    """An upstream took longer than its timeout (first token, idle gap or total)."""
+class BackendTimeout(ApiError):
+    """A backend (an upstream or the local engine) took longer than one of its timeouts:
+    failover treats every kind alike."""
 
     status = 504
+    default_code = "timeout"
+
+
+class UpstreamTimeout(BackendTimeout):
+    """An upstream took longer than its timeout (first token, idle gap or total)."""
+
     default_code = "upstream_timeout"
+
+
+class LocalTimeout(BackendTimeout):
+    """The local engine took longer than a `local_timeouts` limit (first token, idle gap or
+    total); the generation was aborted."""
+
+    default_code = "local_timeout"
+
+
+class LoadOverBudget(Overloaded):
+    """Routing passed over a local target whose model is not resident: loading it would evict
+    a pinned (or busy) model, or take longer than the rule's budget. Only ever the reason a
+    later target of the chain was tried; no cooldown follows."""
+
+    default_code = "local_load_over_budget"
 
 
 class InternalError(ApiError):

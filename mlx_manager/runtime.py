@@ -67,11 +67,13 @@ class Runtime:
         server = settings.server()
         self.accounts = AccountService(None, server.api_key, server.signup)
         self.database: Database | None = None
+        routing = settings.routing()
         self.generation, self.routing = build_generation(
-            settings.routing(),
-            LocalProvider(self.client),
+            routing,
+            LocalProvider(self.client, routing.local_timeouts),
             self.aliases,
             self.metrics.requests.observe,
+            self.pool,
         )
         gate = ModelGate(self.pool, self.lifecycle, self.admission, self.aliases.resolve)
         self.embeddings = EmbeddingService(self.host.execute, gate, engine_config)

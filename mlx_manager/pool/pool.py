@@ -25,7 +25,9 @@ from mlx_manager.engine.commands import LoadResult
 from mlx_manager.errors import ApiError, ModelBusy, ModelNotFound, NotFound, PoolFull, shorten
 from mlx_manager.pool.budget import Limits, limits_for
 from mlx_manager.pool.catalog import Catalog, CatalogEntry
+from mlx_manager.pool.load_speed import LoadSpeed
 from mlx_manager.pool.planner import RETRY_AFTER_S, over_budget, plan_eviction
+from mlx_manager.pool.residency import Residency, ResidencyState, planned_residency
 from mlx_manager.pool.resident import (
     Lease,
     ModelStatus,
@@ -64,6 +66,8 @@ class ModelPool:
         self.loads = 0
         self.evictions = 0
         self.idle_unloads = 0
+        self.load_speed = LoadSpeed()  # measured from this pool's loads
+        self._estimates: dict[str, int] = {}  # bytes a load would book, per model
         # Start-up models that failed to load, with the client-safe reason.
         self.startup_failures: dict[str, str] = {}
 
@@ -129,6 +133,29 @@ class ModelPool:
     def is_loaded(self, model_id: str) -> bool:
         resident = self._residents.get(model_id)
         return resident is not None and resident.state is _READY
+
+    def residency(self, model_id: str) -> Residency:
+        """Whether `model_id` is resident, could load now (evicting what) and how long the
+        load would take (the bytes it books over the measured load speed). Read only: nothing
+        is loaded, evicted or booked."""
+        entry = self.catalog.get(model_id)
+        if entry is None:
+            return Residency(model_id, ResidencyState.UNKNOWN, None, "not served here")
+        resident = self._residents.get(model_id)
+        if resident is not None and resident.state is _READY:
+            return Residency(model_id, ResidencyState.RESIDENT, 0.0)
+        if resident is not None and resident.state is _LOADING:
+            load_s = self.load_speed.estimate_s(resident.estimate_bytes)
+            left = max(load_s - (time.monotonic() - resident.created), 0.0)
+            return Residency(model_id, ResidencyState.LOADING, left)
+        try:
+            estimate = self._estimates.get(model_id)
+            if estimate is None:
+                estimate = self._estimates[model_id] = self._host.estimate_bytes(entry)
+        except (ApiError, OSError) as exc:
+            return Residency(model_id, ResidencyState.UNKNOWN, None, str(exc))
+        load_s = self.load_speed.estimate_s(estimate)
+        return planned_residency(model_id, self._residents.values(), estimate, self.limits, load_s)
 
     async def acquire(self, model_id: str) -> Lease:
         """The model, loaded if needed; hold the lease until the request's last event."""
@@ -239,6 +266,7 @@ class ModelPool:
         resident.state = _READY
         resident.loaded_at = time.time()
         self.loads += 1
+        self.load_speed.record(result.cost.total_bytes, result.cost.seconds)
         self._touch(resident)
         resident.done.set_result(None)
         log.info(

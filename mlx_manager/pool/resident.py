@@ -34,6 +34,7 @@ class Resident:
     last_used_wall: float = field(default_factory=time.time)
     lru: int = 0  # a counter, so equal timestamps still order
     loaded_at: float = 0.0
+    created: float = field(default_factory=time.monotonic)  # a loading model: when it began
 
     @property
     def model_id(self) -> str:

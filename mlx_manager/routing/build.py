@@ -8,6 +8,7 @@ from mlx_manager.config import RoutingConfig
 from mlx_manager.routing.aliases import AliasTable
 from mlx_manager.routing.failover import Cooldowns
 from mlx_manager.routing.live import LiveRouting
+from mlx_manager.routing.pool_aware import PoolAware, ResidencySource
 from mlx_manager.routing.providers.base import GenerationProvider
 from mlx_manager.routing.service import GenerationService, StreamObserver
 
@@ -17,6 +18,7 @@ def build_generation(
     local: GenerationProvider,
     aliases: AliasTable,
     observe: StreamObserver | None = None,
+    pool: ResidencySource | None = None,
 ) -> tuple[GenerationService, LiveRouting]:
     """The service and its live routing (which owns the upstream providers: closed at stop)."""
     service = GenerationService(
@@ -24,5 +26,6 @@ def build_generation(
         aliases,
         cooldowns=Cooldowns(config.cooldown_failures, config.cooldown_s),
         observe=observe,
+        pool_aware=PoolAware(pool),
     )
     return service, LiveRouting(service, config, aliases)

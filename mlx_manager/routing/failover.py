@@ -3,8 +3,12 @@
 - A caller error (a 4xx other than 408, 409 and 429) never fails over: the next target
   would refuse the same request.
 - Everything else moves on to the next target: an upstream's 5xx, 429 and 529, connect
-  errors, timeouts (first token included) and local failures (model not loadable, pool full,
-  queue full, an engine error before the first token).
+  errors, timeouts (first token included, local ones too) and local failures (model not
+  loadable, pool full, queue full, an engine error before the first token).
+- Pool-aware: a `precheck` may pass over a target before it is tried (routing/pool_aware.py:
+  a local model that is not resident and could not load within the rule's budget). It is
+  consulted only while a later target is available, so a lone target is always tried, and
+  such a skip (class `pool_budget`) never cools the target down.
 - Only before the first event reaches the client: a chain of two or more targets peeks at
   the first event before answering, so the client sees one clean answer or one error.
 - Per-target cooldown: after `failures` consecutive failures, or at once when the target
@@ -25,8 +29,9 @@ from dataclasses import dataclass
 
 from mlx_manager.errors import (
     ApiError,
+    BackendTimeout,
+    LoadOverBudget,
     Overloaded,
-    UpstreamTimeout,
     UpstreamUnavailable,
 )
 from mlx_manager.routing.rules import Route, Target
@@ -46,16 +51,24 @@ class FailureClass(enum.StrEnum):
     TIMEOUT = "timeout"  # 408, 504: connect, first token, idle gap, total
     CONFLICT = "conflict"  # 409
     SERVER = "server"  # other 5xx: upstream failure, model not loadable, engine error
+    POOL_BUDGET = "pool_budget"  # a local target passed over before any load was started
 
     @property
     def fails_over(self) -> bool:
         return self is not FailureClass.CALLER
 
+    @property
+    def cools_down(self) -> bool:
+        """A skip decided from the pool's state says nothing about the target's health."""
+        return self not in (FailureClass.CALLER, FailureClass.POOL_BUDGET)
+
 
 def classify(error: ApiError) -> FailureClass:
+    if isinstance(error, LoadOverBudget):
+        return FailureClass.POOL_BUDGET
     if isinstance(error, UpstreamUnavailable):
         return FailureClass.UNREACHABLE
-    if isinstance(error, UpstreamTimeout) or error.status == 408:
+    if isinstance(error, BackendTimeout) or error.status == 408:
         return FailureClass.TIMEOUT
     if error.status == 429:
         return FailureClass.RATE_LIMITED
@@ -176,26 +189,33 @@ class RoutedStream:
 
 
 Attempt = Callable[[Target], Awaitable[tuple[EventStream, bool]]]
+# Raises (LoadOverBudget) to pass over a target before it is tried; returns if it may be.
+Precheck = Callable[[Target], None]
 
 
-async def run_chain(route: Route, attempt: Attempt, cooldowns: Cooldowns) -> RoutedStream:
+async def run_chain(
+    route: Route, attempt: Attempt, cooldowns: Cooldowns, precheck: Precheck | None = None
+) -> RoutedStream:
     """The first target of the chain whose first event is not a failure; the last failure
     (or 503 when every target is cooling down) when none answers."""
     last: ApiError | None = None
     waits: list[float] = []
-    for target in route.targets:
+    for index, target in enumerate(route.targets):
         wait = cooldowns.remaining(target.key)
         if wait > 0:
             waits.append(wait)
             continue
         try:
+            if precheck is not None and _later_available(route.targets[index + 1 :], cooldowns):
+                precheck(target)
             return await _first_answer(target, attempt, cooldowns)
         except ApiError as error:
             failure = classify(error)
             if not failure.fails_over:
                 raise
             log.warning("route %r: %s failed (%s): %s", route.requested, target.key, failure, error)
-            cooldowns.failed(target.key, error)
+            if failure.cools_down:
+                cooldowns.failed(target.key, error)
             last = error
     if last is not None:
         raise last
@@ -203,6 +223,10 @@ async def run_chain(route: Route, attempt: Attempt, cooldowns: Cooldowns) -> Rou
         f"every backend of model {route.requested!r} is cooling down after failures",
         retry_after_s=max(1, math.ceil(min(waits))),
     )
+
+
+def _later_available(targets: tuple[Target, ...], cooldowns: Cooldowns) -> bool:
+    return any(cooldowns.remaining(t.key) <= 0 for t in targets)
 
 
 async def _first_answer(target: Target, attempt: Attempt, cooldowns: Cooldowns) -> RoutedStream:

@@ -39,12 +39,18 @@ class Rule:
     targets: tuple[tuple[str, str | None], ...]  # (provider, model or None: as requested)
     priority: int = 0
     order: int = 0  # position in the config, the tie-break between equal priorities
+    local_load_budget_s: float | None = None  # pool-aware routing (routing/pool_aware.py)
 
     def chain(self, requested: str) -> tuple[Target, ...]:
         return tuple(Target(p, requested if m is None else m) for p, m in self.targets)
 
     def describe(self) -> dict[str, Any]:
-        return {"pattern": self.pattern, "match": self.match, "priority": self.priority}
+        return {
+            "pattern": self.pattern,
+            "match": self.match,
+            "priority": self.priority,
+            "local_load_budget_s": self.local_load_budget_s,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +90,7 @@ class RuleSet:
                 tuple((t.provider, t.model) for t in r.targets),
                 r.priority,
                 order,
+                r.local_load_budget_s,
             )
             for order, r in enumerate(routes)
             if r.enabled

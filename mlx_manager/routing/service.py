@@ -26,6 +26,7 @@ from mlx_manager.config import LOCAL_PROVIDER
 from mlx_manager.errors import ModelNotFound
 from mlx_manager.routing.aliases import AliasTable
 from mlx_manager.routing.failover import Backend, Cooldowns, RoutedStream, run_chain
+from mlx_manager.routing.pool_aware import PoolAware
 from mlx_manager.routing.providers.base import GenerationProvider
 from mlx_manager.routing.rules import Route, RuleSet, Target, route
 from mlx_manager.security.principal import Principal
@@ -65,6 +66,7 @@ class GenerationService:
         rules: RuleSet | None = None,
         cooldowns: Cooldowns | None = None,
         observe: StreamObserver | None = None,
+        pool_aware: PoolAware | None = None,
     ) -> None:
         self._local = local
         self._aliases = aliases
@@ -73,6 +75,7 @@ class GenerationService:
         )
         self._cooldowns = cooldowns or Cooldowns(3, 30.0)
         self._observe = observe
+        self._pool_aware = pool_aware or PoolAware()
 
     @property
     def table(self) -> RoutingTable:
@@ -107,7 +110,8 @@ class GenerationService:
             target = chosen.targets[0]
             stream, left = await attempt(target)
             return RoutedStream(stream, Backend(target, left))
-        return await run_chain(chosen, attempt, self._cooldowns)
+        precheck = self._pool_aware.precheck(chosen)
+        return await run_chain(chosen, attempt, self._cooldowns, precheck)
 
     async def count_tokens(self, request: GenerateRequest, principal: Principal) -> int:
         """Prompt tokens of a request as its (first) model would see it (tools included)."""
@@ -128,6 +132,7 @@ class GenerationService:
                     "model": t.model,
                     "data_leaves_machine": table.left_machine(t),
                     "cooldown_s": round(self._cooldowns.remaining(t.key), 3),
+                    **self._pool_aware.describe(t),
                 }
                 for t in chosen.targets
             ],

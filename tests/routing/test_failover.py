@@ -14,6 +14,8 @@ from mlx_manager.errors import (
     ErrorInfo,
     InternalError,
     InvalidRequest,
+    LoadOverBudget,
+    LocalTimeout,
     ModelBusy,
     ModelLoadFailed,
     ModelNotFound,
@@ -23,6 +25,7 @@ from mlx_manager.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from mlx_manager.frontend.admission import Admission
 from mlx_manager.routing.aliases import AliasTable
 from mlx_manager.routing.failover import Cooldowns, FailureClass, RoutedStream, classify
 from mlx_manager.routing.rules import RuleSet
@@ -45,11 +48,21 @@ from mlx_manager.types import FinishReason, GenerateRequest, GenerationEvent, Sa
         (ModelBusy("x"), FailureClass.CONFLICT),
         (UpstreamUnavailable("x"), FailureClass.UNREACHABLE),
         (UpstreamTimeout("x"), FailureClass.TIMEOUT),
+        (LocalTimeout("x"), FailureClass.TIMEOUT),
+        (LoadOverBudget("x"), FailureClass.POOL_BUDGET),
     ],
 )
 def test_failure_classes(error: ApiError, failure: FailureClass) -> None:
     assert classify(error) is failure
     assert failure.fails_over is (failure is not FailureClass.CALLER)
+    assert failure.cools_down is (failure not in (FailureClass.CALLER, FailureClass.POOL_BUDGET))
+
+
+def queue_full() -> ApiError:
+    """What the local provider raises at --max-waiting-requests (the real admission)."""
+    with pytest.raises(Overloaded) as raised:
+        Admission(1, lambda: 1).admit()
+    return raised.value
 
 
 def test_cooldown_after_n_failures_and_retry_after_at_once() -> None:
@@ -153,7 +166,9 @@ def test_local_failure_fails_over_to_the_upstream_and_the_header_names_it() -> N
     for failing in (
         Fake("local", PoolFull("full")),
         Fake("local", ModelLoadFailed("corrupt")),
+        Fake("local", queue_full()),
         Fake("local", event_error=InternalError("engine died")),
+        Fake("local", event_error=LocalTimeout("no first token")),
     ):
         up = Fake("up")
         text, headers = asyncio.run(_answer(service(failing, up)))

@@ -252,7 +252,12 @@ def test_count_tokens_through_the_anthropic_upstream(an: anthropic.Anthropic) ->
 
 def test_explain(front: ServerProcess) -> None:
     body = httpx.get(f"{front.base_url}/admin/routes/explain", params={"model": "re-42"}).json()
-    assert body["rule"] == {"pattern": "re-[0-9]+", "match": "regex", "priority": 0}
+    assert body["rule"] == {
+        "pattern": "re-[0-9]+",
+        "match": "regex",
+        "priority": 0,
+        "local_load_budget_s": None,
+    }
     assert body["chain"] == [
         {
             "provider": "mm-anthropic",
