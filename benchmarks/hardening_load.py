@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 import sys
 import time
 from collections import Counter
@@ -66,6 +65,7 @@ from benchmarks.lib.load import (
 )
 from benchmarks.lib.machine import machine_info, process_memory_mib, source_info
 from benchmarks.lib.output import fmt, fmt_ms, logger, timestamp, write_json
+from benchmarks.lib.processes import stop_on_sigterm
 from benchmarks.lib.prompts import PromptBuilder
 from benchmarks.lib.rawhttp import RawReply, json_request, simultaneous
 from benchmarks.lib.server import ServerProcess
@@ -538,15 +538,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     add("--start-timeout", type=float, default=120.0)
     return parser.parse_args(argv)
-
-
-def stop_on_sigterm() -> None:
-    """SIGTERM (a time box's `timeout`) unwinds like Ctrl-C, so the servers are stopped."""
-
-    def handler(signum: int, frame: object) -> None:
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, handler)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -118,3 +118,21 @@ def process_memory_mib(pid: int) -> dict[str, float]:
         for key, field in (("rss_mib", "VmRSS"), ("peak_rss_mib", "VmHWM"))
         if field in found
     }
+
+
+def process_cpu_s(pid: int) -> dict[str, float] | None:
+    """Seconds `pid`'s threads have run on a CPU and waited runnable in a run queue (summed
+    over /proc/PID/task/*/schedstat; threads that ended are not counted). None if unreadable."""
+    on_cpu = waiting = 0
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return None
+    for task in tasks:
+        try:
+            fields = (task / "schedstat").read_text().split()
+        except OSError:
+            continue  # a thread that ended meanwhile
+        on_cpu += int(fields[0])
+        waiting += int(fields[1])
+    return {"cpu_s": on_cpu / 1e9, "runqueue_wait_s": waiting / 1e9}

@@ -37,6 +37,15 @@ def stop_group(proc: subprocess.Popen[Any], grace_s: float = 15.0) -> None:
             continue
 
 
+def stop_on_sigterm() -> None:
+    """SIGTERM (a time box's `timeout`) unwinds like Ctrl-C, so a script's servers are stopped."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def run_child(
     command: list[str], timeout: float, log_path: Path, cwd: Path, log: Callable[[str], None]
 ) -> int:

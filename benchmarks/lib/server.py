@@ -1,8 +1,9 @@
-"""A server under test as a child process: MLX Manager or mlx_lm.server on a free port.
+"""A server under test as a child process: MLX Manager, mlx_lm.server or LiteLLM's proxy on a
+free port.
 
 The child runs in its own process group (stopped as a group), logs to a file, and is ready
-once /health answers (MLX Manager) or a 1-token completion succeeds (any OpenAI server: the
-model is loaded).
+once /health answers (MLX Manager), a 1-token completion succeeds (any OpenAI server: the
+model is loaded) or a given path answers 200 (`wait_http`: LiteLLM's /health/liveliness).
 """
 
 from __future__ import annotations
@@ -25,15 +26,35 @@ log = logger("server")
 
 
 def manager_command(
-    model: str | Path, port: int, extra: list[str], log_device: bool = False
+    model: str | Path | None, port: int, extra: list[str], log_device: bool = False
 ) -> list[str]:
-    """`python -m mlx_manager.cli serve --model DIR --port P [extra]`; with `log_device`
+    """`python -m mlx_manager.cli serve --model DIR --port P [extra]` (no `--model` when
+    `model` is None: a router, say, with `--model-dir EMPTY` in `extra`); with `log_device`
     through serve_logging_device.py, whose first log line names the MLX device it uses."""
     if log_device:
         launcher = [str(BENCHMARKS / "serve_logging_device.py")]
     else:
         launcher = ["-m", "mlx_manager.cli"]
-    return [sys.executable, *launcher, "serve", "--model", str(model), "--port", str(port), *extra]
+    models = [] if model is None else ["--model", str(model)]
+    return [sys.executable, *launcher, "serve", *models, "--port", str(port), *extra]
+
+
+def litellm_command(litellm_bin: Path, config: Path, port: int) -> list[str]:
+    """LiteLLM's proxy (`litellm`, from its own virtual environment) on 127.0.0.1:`port`, one
+    worker, no telemetry."""
+    return [
+        str(litellm_bin),
+        "--config",
+        str(config),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--num_workers",
+        "1",
+        "--telemetry",
+        "False",
+    ]
 
 
 def mlx_lm_command(model: Path, port: int, extra: list[str]) -> list[str]:
@@ -53,7 +74,9 @@ class ServerProcess:
     """A server child process; a context manager that stops it (and its group) on exit.
 
     `cwd` is where it runs: `python -m mlx_manager.cli` imports mlx_manager from there first
-    (a `git archive` snapshot, say); `src` also puts that directory on its PYTHONPATH.
+    (a `git archive` snapshot, say); `src` also puts that directory on its PYTHONPATH. `env`,
+    when given, is the child's whole environment instead (a program of another virtual
+    environment, which must not see ours).
     """
 
     def __init__(
@@ -64,10 +87,11 @@ class ServerProcess:
         log_path: Path,
         cwd: Path = REPO,
         src: Path | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.name, self.command, self.port, self.log_path = name, command, port, log_path
         self.cwd = cwd
-        self.env = server_env(src) if src is not None else None
+        self.env = env if env is not None else server_env(src) if src is not None else None
         self.proc: subprocess.Popen[Any] | None = None
         self.ready_s: float | None = None
         self._started = time.monotonic()
@@ -75,14 +99,14 @@ class ServerProcess:
     @classmethod
     def manager(
         cls,
-        model: str | Path,
+        model: str | Path | None,
         log_path: Path,
         extra: list[str],
         src: Path = REPO,
         log_device: bool = False,
     ) -> ServerProcess:
-        """MLX Manager serving `model` (a directory, or a `--model` spec such as `a=DIR`) on a
-        free port, importing mlx_manager from `src`."""
+        """MLX Manager serving `model` (a directory, or a `--model` spec such as `a=DIR`; None:
+        no `--model` flag) on a free port, importing mlx_manager from `src`."""
         port = free_port()
         command = manager_command(model, port, extra, log_device)
         return cls("mlx_manager", command, port, log_path, cwd=src, src=src)
@@ -146,6 +170,20 @@ class ServerProcess:
                 pass
             time.sleep(0.25)
         raise RuntimeError(f"{self.name} not ready after {timeout:.0f}s")
+
+    def wait_http(self, path: str, timeout: float) -> None:
+        """Poll GET `path` until it answers 200 (any server with a liveness route)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._check_alive()
+            try:
+                if httpx.get(self.base + path, timeout=2.0).status_code == 200:
+                    self.ready_s = time.monotonic() - self._started
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.25)
+        raise RuntimeError(f"{self.name} not ready after {timeout:.0f}s:\n{self.log_tail()}")
 
     def wait_completion(self, timeout: float, model: str | None) -> str | None:
         """Until a 1-token completion succeeds (any OpenAI server, the model loaded).

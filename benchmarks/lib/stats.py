@@ -45,6 +45,20 @@ def ms_summary(seconds: list[float]) -> dict[str, float]:
     }
 
 
+def latency_summary_ms(seconds: list[float]) -> dict[str, float | int | None]:
+    """n, p50 / p90 / p99 (interpolated), mean, min and max of `seconds`, in ms."""
+    values = [s * 1000 for s in seconds]
+    return {
+        "n": len(values),
+        "p50_ms": percentile(values, 50),
+        "p90_ms": percentile(values, 90),
+        "p99_ms": percentile(values, 99),
+        "mean_ms": statistics.fmean(values) if values else None,
+        "min_ms": min(values, default=None),
+        "max_ms": max(values, default=None),
+    }
+
+
 def median_text(values: list[float]) -> str:
     """`median (v1, v2, ...)` with two decimals."""
     return f"{statistics.median(values):.2f} ({', '.join(f'{v:.2f}' for v in values)})"
