@@ -74,6 +74,7 @@ class Runtime:
             self.aliases,
             self.metrics.requests.observe,
             self.pool,
+            self.accounts,
         )
         gate = ModelGate(self.pool, self.lifecycle, self.admission, self.aliases.resolve)
         self.embeddings = EmbeddingService(self.host.execute, gate, engine_config)

@@ -159,6 +159,16 @@ class AccountService:
             self._users.pop(user_id, None)
         self._keys.clear()
 
+    # --- usage (the generation seam's UsageGate) --------------------------------------
+
+    def admit(self, principal: Principal) -> None:
+        if principal.key_id is not None:
+            self.limiter.admit(principal.key_id, principal.scopes)
+
+    def spend(self, principal: Principal, tokens: int) -> None:
+        if principal.key_id is not None:
+            self.limiter.spend(principal.key_id, tokens)
+
     # --- sessions ----------------------------------------------------------------------
 
     async def login(self, username: str, password: str) -> tuple[UserRecord, str]:

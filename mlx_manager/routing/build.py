@@ -10,6 +10,7 @@ from mlx_manager.routing.failover import Cooldowns
 from mlx_manager.routing.live import LiveRouting
 from mlx_manager.routing.pool_aware import PoolAware, ResidencySource
 from mlx_manager.routing.providers.base import GenerationProvider
+from mlx_manager.routing.scopes import UsageGate
 from mlx_manager.routing.service import GenerationService, StreamObserver
 
 
@@ -19,6 +20,7 @@ def build_generation(
     aliases: AliasTable,
     observe: StreamObserver | None = None,
     pool: ResidencySource | None = None,
+    usage: UsageGate | None = None,
 ) -> tuple[GenerationService, LiveRouting]:
     """The service and its live routing (which owns the upstream providers: closed at stop)."""
     service = GenerationService(
@@ -27,5 +29,6 @@ def build_generation(
         cooldowns=Cooldowns(config.cooldown_failures, config.cooldown_s),
         observe=observe,
         pool_aware=PoolAware(pool),
+        usage=usage,
     )
     return service, LiveRouting(service, config, aliases)

@@ -29,6 +29,7 @@ from mlx_manager.routing.failover import Backend, Cooldowns, RoutedStream, run_c
 from mlx_manager.routing.pool_aware import PoolAware
 from mlx_manager.routing.providers.base import GenerationProvider
 from mlx_manager.routing.rules import Route, RuleSet, Target, route
+from mlx_manager.routing.scopes import UsageGate, counting_tokens, scoped
 from mlx_manager.security.principal import Principal
 from mlx_manager.types import EventStream, GenerateRequest
 
@@ -67,6 +68,7 @@ class GenerationService:
         cooldowns: Cooldowns | None = None,
         observe: StreamObserver | None = None,
         pool_aware: PoolAware | None = None,
+        usage: UsageGate | None = None,
     ) -> None:
         self._local = local
         self._aliases = aliases
@@ -76,6 +78,7 @@ class GenerationService:
         self._cooldowns = cooldowns or Cooldowns(3, 30.0)
         self._observe = observe
         self._pool_aware = pool_aware or PoolAware()
+        self._usage = usage
 
     @property
     def table(self) -> RoutingTable:
@@ -96,7 +99,10 @@ class GenerationService:
     async def submit(self, request: GenerateRequest, principal: Principal) -> EventStream:
         """Queue a generation: an ApiError before anything streams, else its event stream."""
         table = self._table  # this request's configuration, whatever is swapped in meanwhile
-        chosen = route(table.rules, request.model)
+        chosen = scoped(route(table.rules, request.model), principal, table.left_machine)
+        usage = self._usage if principal.key_id is not None else None
+        if usage is not None:
+            usage.admit(principal)
 
         async def attempt(target: Target) -> tuple[EventStream, bool]:
             provider = table.provider(target, self._local)
@@ -104,6 +110,8 @@ class GenerationService:
             stream = await provider.submit(sent)
             if self._observe is not None:  # each attempt, by the backend that ran it
                 stream = self._observe(stream, sent, target.provider)
+            if usage is not None:
+                stream = counting_tokens(stream, lambda n: usage.spend(principal, n))
             return stream, table.left_machine(target)
 
         if len(chosen.targets) == 1:
@@ -116,7 +124,7 @@ class GenerationService:
     async def count_tokens(self, request: GenerateRequest, principal: Principal) -> int:
         """Prompt tokens of a request as its (first) model would see it (tools included)."""
         table = self._table
-        target = route(table.rules, request.model).targets[0]
+        target = scoped(route(table.rules, request.model), principal, table.left_machine).targets[0]
         return await table.provider(target, self._local).count_tokens(_for(request, target))
 
     def explain(self, name: str) -> dict[str, Any]:

@@ -53,4 +53,3 @@ def test_anthropic_version_header_selects_the_dialect() -> None:
         "type": "invalid_request_error",
         "message": "prompt is too long: 9 tokens > 8 maximum",
     }
-

@@ -93,3 +93,24 @@ def test_abort_closes_the_stream(fake: FakeUpstream) -> None:
             await up.aclose()
 
     assert asyncio.run(main()) == []
+
+
+def test_finished_streams_leave_their_connection_for_the_next_request(fake: FakeUpstream) -> None:
+    """The body is read to its end after the last event: one connection serves them all."""
+
+    async def run() -> list[str]:
+        up = provider(f"{fake.base_url}/ok")
+        texts = []
+        try:
+            for _ in range(5):
+                events = [e async for e in await up.submit(REQUEST)]
+                texts.append("".join(e.text for e in events))
+                assert events[-1].finish_reason is not None and events[-1].error is None
+        finally:
+            await up.aclose()
+        return texts
+
+    fake.client_ports.clear()
+    assert asyncio.run(run()) == ["Hi"] * 5
+    assert len(fake.client_ports) == 5
+    assert len(set(fake.client_ports)) == 1, fake.client_ports

@@ -32,6 +32,7 @@ from mlx_manager.types import FinishReason, GenerationEvent
 log = logging.getLogger(__name__)
 
 MAX_ERROR_BODY_BYTES = 64 * 1024
+DRAIN_TIMEOUT_S = 1.0
 LOOPBACK_HOSTS = ("localhost", "127.", "::1", "[::1]")
 
 
@@ -223,11 +224,13 @@ class UpstreamStream:
         return self._events()
 
     async def _events(self) -> AsyncIterator[GenerationEvent]:
+        complete = False
         try:
             while self._buffered:
                 event = self._buffered.pop(0)
                 yield event
                 if event.finished:
+                    complete = True
                     return
             while True:
                 following = await self._next()
@@ -235,9 +238,23 @@ class UpstreamStream:
                     return
                 yield following
                 if following.finished:
+                    complete = True
                     return
         finally:
+            if complete and not self._aborted:
+                await self._drain()
             await self._response.aclose()
+
+    async def _drain(self) -> None:
+        """Read what follows the last event (`[DONE]`'s line ends, the chunked body's end):
+        a response closed before its end takes its connection with it, and the next request
+        would pay a new TCP (and TLS) handshake. A bounded wait: a slow tail is dropped."""
+        try:
+            async with asyncio.timeout(DRAIN_TIMEOUT_S):
+                async for _ in self._sse:
+                    pass
+        except (TimeoutError, httpx.HTTPError, ValueError):
+            pass  # the connection is not reused; nothing is lost
 
     async def _next(self) -> GenerationEvent | None:
         """The next event: output, the last one, or an error event (None: aborted)."""
