@@ -167,6 +167,38 @@ def _add_store_commands(commands: Any) -> None:
         f"{ENV_PREFIX}SECRET_KEY), then drop the older keys from the key file.",
     )
     _add_store_flags(rotate)
+    users = commands.add_parser("users", help="Accounts on the store.")
+    users_commands = users.add_subparsers(dest="users_command", required=True)
+    admin = users_commands.add_parser("create-admin", help="Create an administrator account.")
+    admin.add_argument("--username", required=True)
+    admin.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="Read the password from standard input (else it is asked for, not echoed).",
+    )
+    _add_store_flags(admin)
+
+
+def users_command(args: argparse.Namespace) -> int:
+    import getpass
+
+    from mlx_manager.accounts.commands import create_admin
+
+    flags = {k: v for k, v in vars(args).items() if k in Settings.model_fields}
+    try:
+        config = load_settings(flags, args.config).store()
+        if args.password_stdin:
+            password = sys.stdin.readline().rstrip("\n")
+        else:
+            password = getpass.getpass("password: ")
+            if getpass.getpass("again: ") != password:
+                raise ValueError("the passwords differ")
+        print(create_admin(config, args.username, password))
+    except Exception as exc:  # a CLI: the reason in one line, never a stack trace
+        message = getattr(exc, "message", None) or str(exc)
+        print(f"mlx-manager: {message}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def store_command(args: argparse.Namespace) -> int:
@@ -292,6 +324,8 @@ def main(argv: list[str] | None = None) -> int:
         return convert_whisper_command(args)
     if args.command in ("db", "secrets"):
         return store_command(args)
+    if args.command == "users":
+        return users_command(args)
     return convert_gguf_command(args)
 
 

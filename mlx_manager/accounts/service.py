@@ -61,6 +61,7 @@ class AccountService:
         self.limiter = RateLimiter()
         self._secret = b""
         self._has_accounts = False
+        self._accounts_checked_at = time.monotonic()
         self._users: dict[int, tuple[float, UserRecord | None]] = {}
         self._keys: dict[str, tuple[float, KeyRecord | None]] = {}
         self.setup_token: str | None = None
@@ -72,6 +73,13 @@ class AccountService:
         self._has_accounts = await self._repo.has_accounts()
         if await self._repo.count_admins() == 0 and self._static_key is None:
             self.setup_token = secrets.token_urlsafe(24)
+
+    async def _recheck_accounts(self) -> None:
+        now = time.monotonic()
+        if now < self._accounts_checked_at + USER_CACHE_S or self._repo is None:
+            return
+        self._accounts_checked_at = now
+        self._has_accounts = await self._repo.has_accounts()
 
     @property
     def open_mode(self) -> bool:
@@ -85,6 +93,8 @@ class AccountService:
     # --- who is calling ----------------------------------------------------------------
 
     async def authenticate(self, credential: Credential | None, loopback: bool) -> Principal:
+        if self.open_mode and self._repo is not None:
+            await self._recheck_accounts()  # made by another process (the CLI)?
         if self.open_mode:
             if loopback:
                 return ANONYMOUS
@@ -200,6 +210,9 @@ class AccountService:
         expected = self.setup_token
         if expected is None or not hmac.compare_digest(token.encode(), expected.encode()):
             raise AuthenticationFailed("the set-up token is not valid (or already used)")
+        if await self._repository().count_admins() > 0:  # made meanwhile (the CLI)
+            self.setup_token = None
+            raise AuthenticationFailed("the set-up token is not valid (or already used)")
         user = await self.create_user(username, password, Role.ADMIN, "setup")
         self.setup_token = None
         return user
@@ -310,20 +323,23 @@ def passwords_ok(password: str) -> None:
 def narrow(creator: KeyScopes, wanted: KeyScopes) -> KeyScopes:
     """`wanted` within `creator`'s own scopes (CVE-2026-47101: a key minted wider than its
     maker): a 403 for a model pattern the creator lacks; limits and local_only inherited."""
-    if creator.models:
-        outside = (
-            [m for m in wanted.models if not creator.allows_model(m)] if wanted.models else ["*"]
-        )
-        if outside:
-            raise PermissionDenied(
-                f"a key cannot grant models its creator lacks: {', '.join(outside)}"
-            )
+    outside = [m for m in wanted.models if creator.models and not _within(m, creator)]
+    if outside:  # no models asked: the creator's own
+        raise PermissionDenied(f"a key cannot grant models its creator lacks: {', '.join(outside)}")
     return KeyScopes(
         wanted.models or creator.models,
         _tighter(creator.rpm, wanted.rpm),
         _tighter(creator.tpm, wanted.tpm),
         wanted.local_only or creator.local_only,
     )
+
+
+def _within(pattern: str, creator: KeyScopes) -> bool:
+    """A pattern is within the creator's: one of theirs, or a plain name they allow (a glob
+    matched as text against a glob could be wider: `tiny-*` against `tiny-?`)."""
+    if pattern in creator.models:
+        return True
+    return not any(c in pattern for c in "*?[") and creator.allows_model(pattern)
 
 
 def _tighter(a: int | None, b: int | None) -> int | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -26,7 +27,7 @@ from mlx_manager.api import (
 )
 from mlx_manager.api.auth import AuthMiddleware, require_principal
 from mlx_manager.api.errors import install_error_handlers
-from mlx_manager.api.host_guard import HostGuardMiddleware, allowed_host_names
+from mlx_manager.api.host_guard import LOOPBACK_NAMES, HostGuardMiddleware, allowed_host_names
 from mlx_manager.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from mlx_manager.api.unicode_guard import UnicodeGuardMiddleware
 from mlx_manager.config import Settings
@@ -35,6 +36,23 @@ from mlx_manager.models.sources import parse_model_spec
 from mlx_manager.runtime import Runtime
 
 log = logging.getLogger(__name__)
+
+
+def _offer_setup(runtime: Runtime, host: str) -> None:
+    """No administrator yet, and one is needed to get in (the server is closed, or bound off
+    loopback where an open server answers nobody): print the one-time set-up token on the
+    console, never into the log."""
+    accounts = runtime.accounts
+    token = accounts.setup_token
+    if token is None or (accounts.open_mode and host in LOOPBACK_NAMES):
+        return
+    print(
+        "mlx-manager: no administrator yet. Create one with `mlx-manager users create-admin`, "
+        f'or POST /auth/setup with {{"token": "{token}", "username": …, '
+        '"password": …}} (this token works once, until the server restarts).',
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None) -> FastAPI:
@@ -60,6 +78,7 @@ def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None
             finally:
                 await runtime.stop()
             return
+        _offer_setup(runtime, settings.host)
         loading = asyncio.create_task(_load(runtime))
         try:
             yield

@@ -20,6 +20,7 @@ from mlx_manager.security.secret_box import (
     prune_file_keys,
 )
 from mlx_manager.store import migrate
+from mlx_manager.store.accounts_repo import AccountsRepository
 from mlx_manager.store.database import Database
 from mlx_manager.store.routing_repo import RoutingRepository
 from mlx_manager.store.urls import database_urls
@@ -48,6 +49,8 @@ def secrets_rotate(config: StoreConfig) -> str:
 async def _rotate(config: StoreConfig, keyring: Keyring) -> int:
     database = await Database.open(database_urls(config.database_url, config.resolved_data_dir()))
     try:
-        return await RoutingRepository(database, lambda: keyring).rotate_keys()
+        rotated = await RoutingRepository(database, lambda: keyring).rotate_keys()
+        accounts = AccountsRepository(database, lambda: keyring)
+        return rotated + await accounts.rotate_server_secrets(keyring)
     finally:
         await database.close()
