@@ -14,7 +14,11 @@ CLI = [sys.executable, "-m", "mlx_manager.cli"]
 
 
 def test_missing_model_fails_fast_and_clearly(tmp_path: Path) -> None:
-    env_cache = {"HF_HUB_CACHE": str(tmp_path / "hf"), "PATH": "/usr/bin:/bin"}
+    env_cache = {
+        "HF_HUB_CACHE": str(tmp_path / "hf"),
+        "PATH": "/usr/bin:/bin",
+        "MLX_MANAGER_DATA_DIR": str(tmp_path / "data"),
+    }
     started = time.monotonic()
     result = subprocess.run(
         [

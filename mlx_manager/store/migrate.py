@@ -45,6 +45,13 @@ def upgrade(urls: DatabaseUrls) -> str | None:
     try:
         with engine.begin() as connection:
             config.attributes["connection"] = connection
+            current = MigrationContext.configure(connection).get_current_revision()
+            script = ScriptDirectory.from_config(config)
+            if current is not None and current not in {s.revision for s in script.walk_revisions()}:
+                raise ValueError(
+                    f"the database is at schema revision {current!r}, newer than this MLX "
+                    "Manager knows: upgrade MLX Manager, or use another --data-dir/--database-url"
+                )
             command.upgrade(config, "head")
             return MigrationContext.configure(connection).get_current_revision()
     finally:

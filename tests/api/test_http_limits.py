@@ -88,7 +88,7 @@ def _models_ok(server: ServerProcess) -> None:
 @pytest.mark.timeout(120)
 def test_huge_header_is_431_before_auth_without_buffering(guarded: ServerProcess) -> None:
     with _connect(guarded) as sock:
-        sock.sendall(b"GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Big: ")
+        sock.sendall(b"GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: ")
         sent = 0
         while sent < 1024 * 1024 and not _readable(sock, 0.05):
             sock.sendall(b"a" * 16384)
@@ -106,7 +106,7 @@ def test_huge_header_is_431_before_auth_without_buffering(guarded: ServerProcess
 def test_headers_under_the_limit_with_a_body_in_the_same_read_pass(guarded: ServerProcess) -> None:
     body = b'{"model": "tiny", "messages": "' + b"x" * 300_000 + b'"}'
     head = (
-        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
         b"Authorization: Bearer " + KEY.encode() + b"\r\nContent-Type: application/json\r\n"
         b"X-Pad: " + b"p" * 40_000 + b"\r\n"
         b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n"
@@ -122,7 +122,7 @@ def test_headers_under_the_limit_with_a_body_in_the_same_read_pass(guarded: Serv
 def test_unfinished_headers_are_closed_with_408(guarded: ServerProcess, trickle: bool) -> None:
     with _connect(guarded) as sock:
         started = time.monotonic()
-        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         # Slowloris trickles a header byte now and then: that must not extend the deadline.
         while trickle and not _readable(sock, 0.3):
             assert time.monotonic() - started < HEADER_TIMEOUT + SLACK, "still open"
@@ -139,7 +139,7 @@ def test_unfinished_headers_are_closed_with_408(guarded: ServerProcess, trickle:
 
 @pytest.mark.timeout(60)
 def test_keep_alive_idle_is_not_cut_by_the_header_timeout(guarded: ServerProcess) -> None:
-    request = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+    request = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
     with _connect(guarded) as sock:
         for _ in range(2):
             sock.sendall(request)
@@ -152,7 +152,7 @@ def test_keep_alive_idle_is_not_cut_by_the_header_timeout(guarded: ServerProcess
 def test_stalled_body_is_ended_with_408(guarded: ServerProcess) -> None:
     with _connect(guarded) as sock:
         sock.sendall(
-            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer "
             + KEY.encode()
             + b"\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
             + b'{"model": '

@@ -148,3 +148,14 @@ def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
             await database.close()
 
     assert asyncio.run(run()) == "wal"
+
+
+def test_a_database_from_a_newer_version_is_named_not_migrated(tmp_path: Path) -> None:
+    urls = database_urls(None, tmp_path)
+    migrate.upgrade(urls)
+    import sqlite3
+
+    with sqlite3.connect(urls.sync_url.database or "") as connection:
+        connection.execute("UPDATE alembic_version SET version_num = '9999'")
+    with pytest.raises(ValueError, match="newer than this MLX Manager knows"):
+        migrate.upgrade(urls)
