@@ -378,6 +378,11 @@ class Settings(BaseSettings):
         "text", description="Log lines as text or as JSON lines (one object per line)."
     )
     log_level: str = Field("info", description="Log level: debug, info, warning, error.")
+    metrics: bool = Field(
+        True,
+        description="Measure requests for /metrics (--no-metrics: no per-request work, and "
+        "/metrics answers 404).",
+    )
     metrics_public: bool = Field(
         False,
         description="Serve /metrics without the API key (for a scraper on a trusted network).",
@@ -597,6 +602,7 @@ class ServerConfig(SubConfig):
     api_key: str | None = setting()
     allowed_hosts: tuple[str, ...] = setting()
     signup: Literal["closed", "approval", "open"] = setting()
+    metrics: bool = setting()
     metrics_public: bool = setting()
     model_aliases: tuple[str, ...] = setting("model_alias")  # NAME=MODEL_ID
     max_audio_bytes: int = setting()

@@ -63,6 +63,7 @@ class Runtime:
             settings.vision(),
         )
         self.metrics = Metrics(self.thread.snapshot, self.pool.status)
+        self.metrics_enabled = settings.metrics
         self._store_config = settings.store()
         server = settings.server()
         self.accounts = AccountService(None, server.api_key, server.signup)
@@ -72,7 +73,7 @@ class Runtime:
             routing,
             LocalProvider(self.client, routing.local_timeouts),
             self.aliases,
-            self.metrics.requests.observe,
+            self.metrics.requests.observe if server.metrics else None,
             self.pool,
             self.accounts,
         )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -110,3 +111,14 @@ def test_public_routes_answer_without_credentials(client: TestClient) -> None:
     assert (
         client.post("/auth/login", json={"username": "nobody", "password": "x"}).status_code == 401
     )
+
+
+def test_metrics_can_be_switched_off(tmp_path: Path) -> None:
+    (tmp_path / "models").mkdir()
+    settings = load_settings(
+        {"metrics": False, "model_dir": [str(tmp_path / "models")], "data_dir": str(tmp_path / "d")}
+    )
+    app = create_app(settings)
+    with TestClient(app, base_url="http://127.0.0.1", client=("127.0.0.1", 5000)) as off:
+        reply = off.get("/metrics")  # a loopback client with no credentials configured
+    assert reply.status_code == 404 and reply.json()["error"]["code"] == "metrics_off"
