@@ -14,6 +14,7 @@ their next request (the token version moved on) and a revoked key stops at once.
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import logging
 import secrets
@@ -60,6 +61,8 @@ class AccountService:
         self.signup = signup
         self.limiter = RateLimiter()
         self._secret = b""
+        self._ended_versions: dict[int, int] = {}  # user -> the first valid token version
+        self._revoked_keys: set[int] = set()
         self._has_accounts = False
         self._accounts_checked_at = time.monotonic()
         self._users: dict[int, tuple[float, UserRecord | None]] = {}
@@ -123,14 +126,7 @@ class AccountService:
             raise AuthenticationFailed("this API key has expired")
         user = await self._user(record.user_id)
         principal = self._user_principal(user, "api-key")
-        return Principal(
-            principal.subject,
-            principal.role,
-            user_id=principal.user_id,
-            key_id=record.id,
-            via="api-key",
-            scopes=record.scopes,
-        )
+        return dataclasses.replace(principal, key_id=record.id, via="api-key", scopes=record.scopes)
 
     async def _session_principal(self, token: str) -> Principal:
         claims = session_tokens.read_session(self._secret, token) if self._secret else None
@@ -144,7 +140,9 @@ class AccountService:
     def _user_principal(self, user: UserRecord | None, via: str) -> Principal:
         if user is None or user.disabled:
             raise AuthenticationFailed("this account is disabled or gone")
-        return Principal(user.username, user.role, user_id=user.id, via=via)
+        return Principal(
+            user.username, user.role, user_id=user.id, via=via, token_version=user.token_version
+        )
 
     async def _user(self, user_id: int) -> UserRecord | None:
         cached = self._users.get(user_id)
@@ -178,6 +176,14 @@ class AccountService:
     def spend(self, principal: Principal, tokens: int) -> None:
         if principal.key_id is not None:
             self.limiter.spend(principal.key_id, tokens)
+
+    def still_valid(self, principal: Principal) -> bool:
+        """What this process changed since the principal was authenticated (a dict lookup
+        per event of a stream)."""
+        if principal.key_id is not None and principal.key_id in self._revoked_keys:
+            return False
+        ended = self._ended_versions.get(principal.user_id or -1)
+        return ended is None or (principal.token_version or 0) >= ended
 
     # --- sessions ----------------------------------------------------------------------
 
@@ -227,6 +233,8 @@ class AccountService:
             user_id, str(user_id), "user.password", password_hash=await passwords.hash_password(new)
         )
         self._forget(user_id)
+        if changed is not None:
+            self._ended_versions[user_id] = changed.token_version
         if changed is None:
             raise NotFound("no such user")
 
@@ -266,6 +274,8 @@ class AccountService:
             user_id, actor.subject, action, role=role, disabled=disabled
         )
         self._forget(user_id)
+        if user is not None:
+            self._ended_versions[user_id] = user.token_version
         if user is None:
             raise NotFound(f"no user with id {user_id}", code="user_not_found")
         return user
@@ -305,9 +315,15 @@ class AccountService:
     async def keys(self, user_id: int | None = None) -> list[KeyRecord]:
         return await self._repository().keys(user_id)
 
+    async def record(self, actor: Principal, action: str, target: str) -> None:
+        """An admin change made elsewhere (a model loaded or unloaded), in the same record."""
+        if self._repo is not None:
+            await self._repo.record(actor.subject, action, target, {})
+
     async def revoke_key(self, key_id: int, actor: Principal) -> KeyRecord:
         record = await self._repository().revoke_key(key_id, actor.subject)
         self._forget()
+        self._revoked_keys.add(key_id)
         if record is None:
             raise NotFound(f"no API key with id {key_id}", code="key_not_found")
         return record

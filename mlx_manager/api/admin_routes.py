@@ -15,7 +15,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 
-from mlx_manager.api.auth import require_admin
+from mlx_manager.api.auth import Admin, require_admin
 from mlx_manager.api.deps import runtime_of
 
 router = APIRouter(prefix="/admin/models", dependencies=[Depends(require_admin)])
@@ -31,16 +31,18 @@ async def status(request: Request) -> dict[str, Any]:
 
 
 @router.post("/load/{model_id:path}")
-async def load(model_id: str, request: Request) -> dict[str, Any]:
+async def load(model_id: str, request: Request, admin: Admin) -> dict[str, Any]:
     runtime = runtime_of(request)
     runtime.lifecycle.check_started()
     loaded = await runtime.pool.load(model_id, pin=True)
+    await runtime.accounts.record(admin, "model.load", model_id)
     return {"status": "loaded", "model": dataclasses.asdict(loaded)}
 
 
 @router.post("/unload/{model_id:path}")
-async def unload(model_id: str, request: Request) -> dict[str, Any]:
+async def unload(model_id: str, request: Request, admin: Admin) -> dict[str, Any]:
     runtime = runtime_of(request)
     runtime.lifecycle.check_started()
     await runtime.pool.unload(model_id)
+    await runtime.accounts.record(admin, "model.unload", model_id)
     return {"status": "unloaded", "model": model_id}

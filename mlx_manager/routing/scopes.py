@@ -8,10 +8,10 @@ import dataclasses
 from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
-from mlx_manager.errors import PermissionDenied, shorten
+from mlx_manager.errors import AuthenticationFailed, ErrorInfo, PermissionDenied, shorten
 from mlx_manager.routing.rules import Route, Target
 from mlx_manager.security.principal import Principal
-from mlx_manager.types import EventStream, GenerationEvent
+from mlx_manager.types import EventStream, FinishReason, GenerationEvent
 
 
 class UsageGate(Protocol):
@@ -20,6 +20,11 @@ class UsageGate(Protocol):
         ...
 
     def spend(self, principal: Principal, tokens: int) -> None: ...
+
+    def still_valid(self, principal: Principal) -> bool:
+        """False once the principal's account changed (role, disabled, password) or its key
+        was revoked: its streams end at once, not when they finish."""
+        ...
 
 
 def scoped(chosen: Route, principal: Principal, leaves: Callable[[Target], bool]) -> Route:
@@ -45,14 +50,17 @@ def scoped(chosen: Route, principal: Principal, leaves: Callable[[Target], bool]
     return dataclasses.replace(chosen, targets=targets)
 
 
-def counting_tokens(stream: EventStream, spend: Callable[[int], None]) -> EventStream:
-    return _Counted(stream, spend)
+def governed(stream: EventStream, principal: Principal, gate: UsageGate) -> EventStream:
+    """`stream`, its tokens counted against the principal's key and ended the moment the
+    principal is no longer valid."""
+    return _Governed(stream, principal, gate)
 
 
-class _Counted:
-    def __init__(self, stream: EventStream, spend: Callable[[int], None]) -> None:
+class _Governed:
+    def __init__(self, stream: EventStream, principal: Principal, gate: UsageGate) -> None:
         self._stream = stream
-        self._spend = spend
+        self._principal = principal
+        self._gate = gate
 
     @property
     def prompt_tokens(self) -> int:
@@ -65,7 +73,15 @@ class _Counted:
         return self._events()
 
     async def _events(self) -> AsyncIterator[GenerationEvent]:
+        principal, gate = self._principal, self._gate
         async for event in self._stream:
+            if not gate.still_valid(principal):
+                self._stream.abort()
+                ended = AuthenticationFailed("the session ended: the account or key changed")
+                yield GenerationEvent(
+                    event.request_id, finish_reason=FinishReason.ERROR, error=ErrorInfo.of(ended)
+                )
+                return
             if event.finished and event.usage is not None:
-                self._spend(event.usage.total_tokens)
+                gate.spend(principal, event.usage.total_tokens)
             yield event

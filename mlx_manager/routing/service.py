@@ -29,7 +29,7 @@ from mlx_manager.routing.failover import Backend, Cooldowns, RoutedStream, run_c
 from mlx_manager.routing.pool_aware import PoolAware
 from mlx_manager.routing.providers.base import GenerationProvider
 from mlx_manager.routing.rules import Route, RuleSet, Target, route
-from mlx_manager.routing.scopes import UsageGate, counting_tokens, scoped
+from mlx_manager.routing.scopes import UsageGate, governed, scoped
 from mlx_manager.security.principal import Principal
 from mlx_manager.types import EventStream, GenerateRequest
 
@@ -100,7 +100,7 @@ class GenerationService:
         """Queue a generation: an ApiError before anything streams, else its event stream."""
         table = self._table  # this request's configuration, whatever is swapped in meanwhile
         chosen = scoped(route(table.rules, request.model), principal, table.left_machine)
-        usage = self._usage if principal.key_id is not None else None
+        usage = self._usage if principal.user_id is not None else None
         if usage is not None:
             usage.admit(principal)
 
@@ -111,7 +111,7 @@ class GenerationService:
             if self._observe is not None:  # each attempt, by the backend that ran it
                 stream = self._observe(stream, sent, target.provider)
             if usage is not None:
-                stream = counting_tokens(stream, lambda n: usage.spend(principal, n))
+                stream = governed(stream, principal, usage)
             return stream, table.left_machine(target)
 
         if len(chosen.targets) == 1:

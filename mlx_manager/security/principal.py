@@ -41,6 +41,7 @@ class Principal:
     role: Role
     user_id: int | None = None
     key_id: int | None = None  # the API key used, if any
+    token_version: int | None = None  # the account's, when authenticated: see AccountService
     via: str = "none"  # static-key | api-key | session | anonymous
     scopes: KeyScopes = field(default=UNSCOPED)
 

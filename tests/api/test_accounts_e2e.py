@@ -17,6 +17,7 @@ import openai
 import pytest
 
 from tests.fixtures.server import ServerProcess
+from tests.fixtures.tiny_models import no_end_tokens
 
 ADMIN_PASSWORD = "correct horse battery staple"
 BOB_PASSWORD = "bobs-secret-password-1"
@@ -212,3 +213,32 @@ def _eventually(check: Any, timeout_s: float = 15) -> None:
             return
         time.sleep(0.2)
     raise AssertionError("condition not met in time")
+
+
+def test_disabling_a_user_ends_their_open_stream(
+    front: ServerProcess, tiny_model_dirs: dict[str, Path]
+) -> None:
+    admin = _login(front, "root", ADMIN_PASSWORD)
+    made = admin.post("/admin/users", json={"username": "dave", "password": "daves-password"})
+    dave_id = made.json()["id"]
+    key = admin.post("/admin/keys", json={"name": "d", "user_id": dave_id}).json()["key"]
+    body = {
+        "model": "tiny-a",
+        "messages": [{"role": "user", "content": "Hi"}],
+        "max_tokens": 1500,
+        "stream": True,
+        "logit_bias": no_end_tokens(tiny_model_dirs["llama"]),
+    }
+    headers = {"authorization": f"Bearer {key}"}
+    started = time.monotonic()
+    with httpx.stream(
+        "POST", f"{front.base_url}/v1/chat/completions", json=body, headers=headers, timeout=60
+    ) as reply:
+        assert reply.status_code == 200, reply.read()
+        lines = reply.iter_lines()
+        assert next(line for line in lines if line.startswith("data:"))
+        assert admin.post(f"/admin/users/{dave_id}/disable").status_code == 200
+        rest = list(lines)
+    assert time.monotonic() - started < 30  # ended, not run to 1500 tokens
+    errors = [line for line in rest if "session ended" in line]
+    assert errors, rest[-3:]

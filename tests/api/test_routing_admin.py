@@ -7,6 +7,7 @@ is administered: each change must apply to the next request with no restart.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -226,6 +227,9 @@ def test_restart_keeps_everything_and_the_file_holds_only_ciphertext(
     assert SECRET.encode() not in stored
     assert b"mlxm1:" in stored  # the ciphertext token
     assert (data / "secret.key").stat().st_mode & 0o077 == 0
+    with sqlite3.connect(data / "mlx-manager.db") as connection:
+        changes = connection.execute("SELECT actor, action, target FROM admin_changes").fetchall()
+    assert changes == [("anonymous", "provider.create", "kept"), ("anonymous", "route.create", "1")]
 
     second = _front(root, data)
     try:
