@@ -5,6 +5,7 @@ backend_up, an incoming traceparent, and tracing off by default."""
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import itertools
 import os
 import subprocess
@@ -22,7 +23,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from mlx_manager.config import ProviderSettings, RouteSettings, TracingConfig
+from mlx_manager.config import ProviderSettings, RouteSettings, TracingConfig, load_settings
 from mlx_manager.errors import ApiError, ErrorInfo, InternalError, InvalidRequest, RateLimited
 from mlx_manager.observability.otel import Tracing
 from mlx_manager.observability.route_metrics import BackendCollector, fallbacks_counter
@@ -472,6 +473,20 @@ def test_tracing_is_on_only_when_configured() -> None:
         assert resource.attributes["service.name"] == "edge-1"
     finally:
         tracing.shutdown()
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("logfire") is not None, reason="logfire is installed here"
+)
+def test_logfire_without_the_package_is_a_clear_configuration_error() -> None:
+    with pytest.raises(ValueError, match=r"--logfire needs the logfire package \(pip install"):
+        load_settings({"logfire": True})
+
+
+def test_an_otel_endpoint_must_be_a_url() -> None:
+    with pytest.raises(ValueError, match="otel_endpoint"):
+        load_settings({"otel_endpoint": "collector:4318"})
+    assert load_settings({"otel_endpoint": "http://c:4318"}).tracing().endpoint == "http://c:4318"
 
 
 def test_off_by_default_the_sdk_is_never_imported(tmp_path: Any) -> None:
