@@ -32,7 +32,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from mlx_manager.config import LOCAL_PROVIDER
 from mlx_manager.errors import ApiError
-from mlx_manager.observability.route_telemetry import FallbackCount
+from mlx_manager.observability.route_telemetry import COOLDOWN, FallbackCount
 from mlx_manager.routing.failover import classify
 from mlx_manager.routing.providers.base import GenerationProvider
 from mlx_manager.routing.rules import Route, Target
@@ -174,7 +174,7 @@ class RequestSpans:
         return submit
 
     def failed(self, target: Target, reason: str, error: ApiError | None) -> None:
-        if self._fallbacks.failed(target, reason) or reason == "cooldown":
+        if self._fallbacks.failed(target, reason) or reason == COOLDOWN:
             self.span.add_event(
                 FALLBACK, {PROVIDER: target.provider, REQUEST_MODEL: target.model, FAILURE: reason}
             )
