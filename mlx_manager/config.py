@@ -18,6 +18,7 @@ restated only for the type checker; tests/test_config.py fails if it drifts from
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import json
 import os
@@ -387,6 +388,21 @@ class Settings(BaseSettings):
         False,
         description="Serve /metrics without the API key (for a scraper on a trusted network).",
     )
+    otel_endpoint: str | None = Field(
+        None,
+        description="Trace requests with OpenTelemetry and send the spans (OTLP over HTTP) to "
+        "this collector, e.g. http://127.0.0.1:4318 (spans go to URL/v1/traces). The standard "
+        "OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) works too. "
+        "Default: no tracing, at no cost.",
+    )
+    otel_service_name: str = Field(
+        "mlx-manager", min_length=1, description="The service.name of this server's spans."
+    )
+    logfire: bool = Field(
+        False,
+        description="Also send the spans to Logfire (needs the logfire package, which is not a "
+        "dependency; its LOGFIRE_TOKEN and other settings apply).",
+    )
     api_key: str | None = Field(
         None,
         description=(
@@ -480,6 +496,20 @@ class Settings(BaseSettings):
                 raise ValueError(f"model alias {entry!r} is not NAME=MODEL_ID")
         return value
 
+    @field_validator("otel_endpoint")
+    @classmethod
+    def _check_otel_endpoint(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in ("http", "https"):
+            raise ValueError(f"otel_endpoint {value!r} must be an http(s) URL")
+        return value
+
+    @field_validator("logfire")
+    @classmethod
+    def _check_logfire(cls, value: bool) -> bool:
+        if value and importlib.util.find_spec("logfire") is None:
+            raise ValueError("--logfire needs the logfire package (pip install logfire)")
+        return value
+
     @field_validator("log_level")
     @classmethod
     def _check_log_level(cls, value: str) -> str:
@@ -499,6 +529,9 @@ class Settings(BaseSettings):
 
     def server(self) -> ServerConfig:
         return self.sub(ServerConfig)
+
+    def tracing(self) -> TracingConfig:
+        return self.sub(TracingConfig)
 
     def models(self) -> ModelsConfig:
         return self.sub(ModelsConfig)
@@ -607,6 +640,14 @@ class ServerConfig(SubConfig):
     model_aliases: tuple[str, ...] = setting("model_alias")  # NAME=MODEL_ID
     max_audio_bytes: int = setting()
     max_audio_seconds: float = setting()
+
+
+class TracingConfig(SubConfig):
+    """What tracing needs: where the spans go, under which service name."""
+
+    endpoint: str | None = setting("otel_endpoint")
+    service_name: str = setting("otel_service_name")
+    logfire: bool = setting()
 
 
 class ModelsConfig(SubConfig):

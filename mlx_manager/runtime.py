@@ -24,6 +24,8 @@ from mlx_manager.frontend.lifecycle import EngineState, Lifecycle
 from mlx_manager.frontend.model_host import EngineModelHost
 from mlx_manager.models.sources import ModelSpec
 from mlx_manager.observability.registry import Metrics
+from mlx_manager.observability.route_telemetry import RouteTelemetry
+from mlx_manager.observability.tracing import start_tracing
 from mlx_manager.pool.catalog import CatalogEntry, build_catalog
 from mlx_manager.pool.pool import ModelPool
 from mlx_manager.routing.aliases import AliasTable
@@ -64,6 +66,7 @@ class Runtime:
         )
         self.metrics = Metrics(self.thread.snapshot, self.pool.status)
         self.metrics_enabled = settings.metrics
+        self.tracing = start_tracing(settings.tracing())  # None: off
         self._store_config = settings.store()
         server = settings.server()
         self.accounts = AccountService(None, server.api_key, server.signup)
@@ -76,7 +79,9 @@ class Runtime:
             self.metrics.requests.observe if server.metrics else None,
             self.pool,
             self.accounts,
+            telemetry=RouteTelemetry(self.metrics.fallbacks, self.tracing),
         )
+        self.metrics.watch_routing(self.generation)
         gate = ModelGate(self.pool, self.lifecycle, self.admission, self.aliases.resolve)
         self.embeddings = EmbeddingService(self.host.execute, gate, engine_config)
         self.transcription = TranscriptionService(self.host.execute, gate)
@@ -190,6 +195,8 @@ class Runtime:
             await self.database.close()
         await self.pool.stop()
         await asyncio.to_thread(self.thread.stop)
+        if self.tracing is not None:
+            await asyncio.to_thread(self.tracing.shutdown)  # export what is queued
 
     def snapshot(self) -> EngineSnapshot:
         return self.thread.snapshot()

@@ -174,6 +174,19 @@ class Usage:
 
 
 @dataclass(frozen=True, slots=True)
+class Timings:
+    """When the local engine handled a request, in `time.monotonic()` seconds: handed to the
+    engine, first scheduled, first token sampled, finished. Carried by the last event (for
+    tracing); None where the request never got that far. Taken once per request, never per
+    token."""
+
+    queued: float
+    scheduled: float | None = None
+    first_token: float | None = None
+    finished: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class GenerationEvent:
     """A piece of output for one request: new text, and on the last event why it ended.
 
@@ -194,6 +207,7 @@ class GenerationEvent:
     # The same calls piece by piece as they decode (streamed replies use these, whole
     # replies `tool_calls`); every call in `tool_calls` has had its pieces by then.
     tool_call_deltas: tuple[ToolCallDelta, ...] = ()
+    timings: Timings | None = None  # the local engine's, on the last event
 
     @property
     def finished(self) -> bool:
@@ -248,4 +262,5 @@ def merge_events(events: list[GenerationEvent]) -> GenerationEvent:
         reasoning="".join(e.reasoning for e in events),
         tool_calls=tuple(call for e in events for call in e.tool_calls),
         tool_call_deltas=tuple(d for e in events for d in e.tool_call_deltas),
+        timings=last.timings,
     )

@@ -33,6 +33,8 @@ from mlx_manager.api.unicode_guard import UnicodeGuardMiddleware
 from mlx_manager.config import Settings
 from mlx_manager.models.loaded import default_spec
 from mlx_manager.models.sources import parse_model_spec
+from mlx_manager.observability.trace_context import TraceContextMiddleware
+from mlx_manager.observability.tracing import tracing_enabled
 from mlx_manager.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -140,5 +142,7 @@ def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None
     app.add_middleware(
         HostGuardMiddleware, allowed=allowed_host_names(server.host, server.allowed_hosts)
     )
+    if tracing_enabled(settings.tracing()):  # a caller's traceparent: our spans join its trace
+        app.add_middleware(TraceContextMiddleware)
     app.add_middleware(RequestIdMiddleware)
     return app

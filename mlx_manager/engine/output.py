@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from mlx_manager.engine.request import EngineRequest
 from mlx_manager.engine.stop_strings import StopStringMatcher
 from mlx_manager.runner.generation import StepOutput
-from mlx_manager.types import FinishReason, GenerationEvent, TokenLogprob, Usage
+from mlx_manager.types import FinishReason, GenerationEvent, Timings, TokenLogprob, Usage
 
 
 class OutputBuilder:
@@ -26,10 +27,14 @@ class OutputBuilder:
         self._pending_ids: list[int] = []
         self.completion_tokens = 0
         self.cached_tokens = 0  # prompt tokens the prefix cache served (set by the engine)
+        self.scheduled_at: float | None = None  # first scheduled (set by the engine)
+        self.first_token_at: float | None = None
 
     def add(self, step: StepOutput) -> GenerationEvent | None:
         """Account one token; return an event when there is text to show or the end is reached."""
         self.completion_tokens += 1
+        if self.completion_tokens == 1:
+            self.first_token_at = time.monotonic()
         if step.token in self._stop_token_ids:
             return self.finish(FinishReason.STOP)
         self._detokenizer.add_token(step.token)
@@ -62,6 +67,7 @@ class OutputBuilder:
             finish_reason=reason,
             usage=self._usage() if reason is not None else None,
             stop_sequence=self._matcher.matched if reason is FinishReason.STOP else None,
+            timings=self._timings() if reason is not None else None,
         )
         self._pending_ids.clear()
         self._pending_logprobs.clear()
@@ -69,6 +75,11 @@ class OutputBuilder:
 
     def _usage(self) -> Usage:
         return Usage(len(self._request.prompt_ids), self.completion_tokens, self.cached_tokens)
+
+    def _timings(self) -> Timings:
+        return Timings(
+            self._request.queued_at, self.scheduled_at, self.first_token_at, time.monotonic()
+        )
 
     def _logprob_entry(self, step: StepOutput) -> TokenLogprob:
         decode = self._tokenizer.decode

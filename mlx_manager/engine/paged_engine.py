@@ -107,7 +107,9 @@ class PagedModelEngine:
         if seq is None:
             return None
         self._samplers.pop(request_id, None)
-        return self._state(seq).output.finish(FinishReason.ABORT)
+        output = self._state(seq).output
+        output.scheduled_at = seq.scheduled_at
+        return output.finish(FinishReason.ABORT)
 
     def has_work(self) -> bool:
         return self._inflight is not None or self.scheduler.has_work()
@@ -163,9 +165,10 @@ class PagedModelEngine:
         events: list[GenerationEvent] = []
         # Sequences that ended or were aborted meanwhile are not given their surplus token.
         for seq in self.scheduler.update(inflight.output, sampled):
-            state = self._state(seq)
-            state.output.cached_tokens = seq.num_cached_tokens
-            event = state.output.add(results[seq.request_id])
+            output = self._state(seq).output
+            if not output.completion_tokens:  # its first token: what its admission recorded
+                output.cached_tokens, output.scheduled_at = seq.num_cached_tokens, seq.scheduled_at
+            event = output.add(results[seq.request_id])
             if event is None:
                 continue
             if event.finished:
@@ -189,13 +192,16 @@ class PagedModelEngine:
             seq = self.scheduler.abort(failed.request_id)
             if seq is not None:
                 self._samplers.pop(seq.request_id, None)
-                usage = self._state(seq).output.finish(FinishReason.ERROR).usage
+                output = self._state(seq).output
+                output.scheduled_at = seq.scheduled_at
+                ended = output.finish(FinishReason.ERROR)
                 events.append(
                     GenerationEvent(
                         seq.request_id,
                         finish_reason=FinishReason.ERROR,
-                        usage=usage,
+                        usage=ended.usage,
                         error=ErrorInfo.of(exc),
+                        timings=ended.timings,
                     )
                 )
         return events

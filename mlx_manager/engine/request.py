@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,3 +21,5 @@ class EngineRequest:
     # Vision requests: the processor's arrays (numpy: pixel values, masks, grid sizes),
     # turned into MLX arrays on the engine thread.
     media: Mapping[str, Any] | None = field(default=None, compare=False)
+    # When it was handed to the engine (time.monotonic()): the start of its time in the queue.
+    queued_at: float = field(default_factory=time.monotonic, compare=False)

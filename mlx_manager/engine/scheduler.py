@@ -232,6 +232,7 @@ class Scheduler:
             step.victim_key = key if step.victim_key is None else min(step.victim_key, key)
         if seq.num_preemptions == 0:
             seq.num_cached_tokens = num_hit
+            seq.scheduled_at = step.now
         del self._waiting[seq.request_id]
         self._running[seq.request_id] = seq
         seq.status = SequenceStatus.RUNNING

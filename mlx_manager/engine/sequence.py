@@ -39,6 +39,7 @@ class Sequence:
     num_computed_tokens: int = 0
     num_inflight_tokens: int = 0  # sampled by a scheduled step, value not on the host yet
     num_cached_tokens: int = 0  # prompt tokens served by the prefix cache at first admission
+    scheduled_at: float | None = None  # the scheduler's clock at its first admission
     num_preemptions: int = 0
     status: SequenceStatus = SequenceStatus.WAITING
     payload: Any = None  # engine-side data; the scheduler never reads it

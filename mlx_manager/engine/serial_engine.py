@@ -11,6 +11,7 @@ than one token (or one vision prefill).
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -120,6 +121,7 @@ class SerialModelEngine:
                 finish_reason=FinishReason.ERROR,
                 usage=failed.usage,
                 error=ErrorInfo.of(exc),
+                timings=failed.timings,
             )
         if step is None:
             event = active.output.finish(FinishReason.LENGTH)
@@ -135,6 +137,7 @@ class SerialModelEngine:
 
     def _start(self, request: EngineRequest) -> None:
         output = OutputBuilder(request, self._model.tokenizer, self._model.stop_token_ids)
+        output.scheduled_at = time.monotonic()
         # Runners are lazy generators: building one does no model work that could fail here.
         self._active.append(_Active(request, self._make_runner(request), output))
 

@@ -121,6 +121,11 @@ class Cooldowns:
     def succeeded(self, key: str) -> None:
         self._health.pop(key, None)
 
+    def cooling_down(self) -> list[str]:
+        """The keys of the targets skipped now (read by /metrics at scrape time)."""
+        now = self._clock()
+        return [key for key, health in list(self._health.items()) if health.until > now]
+
 
 @dataclass(frozen=True, slots=True)
 class Backend:
@@ -191,10 +196,17 @@ class RoutedStream:
 Attempt = Callable[[Target], Awaitable[tuple[EventStream, bool]]]
 # Raises (LoadOverBudget) to pass over a target before it is tried; returns if it may be.
 Precheck = Callable[[Target], None]
+# Told of each target passed over (metrics, tracing): its failure class and the error, or
+# "cooldown" and None for one skipped untried.
+FailureListener = Callable[[Target, str, ApiError | None], None]
 
 
 async def run_chain(
-    route: Route, attempt: Attempt, cooldowns: Cooldowns, precheck: Precheck | None = None
+    route: Route,
+    attempt: Attempt,
+    cooldowns: Cooldowns,
+    precheck: Precheck | None = None,
+    on_failure: FailureListener | None = None,
 ) -> RoutedStream:
     """The first target of the chain whose first event is not a failure; the last failure
     (or 503 when every target is cooling down) when none answers."""
@@ -204,6 +216,8 @@ async def run_chain(
         wait = cooldowns.remaining(target.key)
         if wait > 0:
             waits.append(wait)
+            if on_failure is not None:
+                on_failure(target, "cooldown", None)
             continue
         try:
             if precheck is not None and _later_available(route.targets[index + 1 :], cooldowns):
@@ -214,6 +228,8 @@ async def run_chain(
             if not failure.fails_over:
                 raise
             log.warning("route %r: %s failed (%s): %s", route.requested, target.key, failure, error)
+            if on_failure is not None:
+                on_failure(target, failure, error)
             if failure.cools_down:
                 cooldowns.failed(target.key, error)
             last = error

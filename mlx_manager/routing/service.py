@@ -30,6 +30,7 @@ from mlx_manager.routing.pool_aware import PoolAware
 from mlx_manager.routing.providers.base import GenerationProvider
 from mlx_manager.routing.rules import Route, RuleSet, Target, route
 from mlx_manager.routing.scopes import UsageGate, governed, scoped
+from mlx_manager.routing.telemetry import RequestTelemetry, RoutingTelemetry
 from mlx_manager.security.principal import Principal
 from mlx_manager.types import EventStream, GenerateRequest
 
@@ -69,6 +70,7 @@ class GenerationService:
         observe: StreamObserver | None = None,
         pool_aware: PoolAware | None = None,
         usage: UsageGate | None = None,
+        telemetry: RoutingTelemetry | None = None,
     ) -> None:
         self._local = local
         self._aliases = aliases
@@ -79,6 +81,7 @@ class GenerationService:
         self._observe = observe
         self._pool_aware = pool_aware or PoolAware()
         self._usage = usage
+        self._telemetry = telemetry
 
     @property
     def table(self) -> RoutingTable:
@@ -96,10 +99,26 @@ class GenerationService:
     def route(self, name: str) -> Route:
         return route(self._table.rules, name)
 
+    @property
+    def cooldowns(self) -> Cooldowns:
+        return self._cooldowns
+
     async def submit(self, request: GenerateRequest, principal: Principal) -> EventStream:
         """Queue a generation: an ApiError before anything streams, else its event stream."""
+        if self._telemetry is None:
+            return await self._submit(request, principal, None)
+        with self._telemetry.request(request) as telemetry:  # fallbacks counted; spans
+            stream = await self._submit(request, principal, telemetry)
+            telemetry.answered()
+            return stream
+
+    async def _submit(
+        self, request: GenerateRequest, principal: Principal, telemetry: RequestTelemetry | None
+    ) -> EventStream:
         table = self._table  # this request's configuration, whatever is swapped in meanwhile
         chosen = scoped(route(table.rules, request.model), principal, table.left_machine)
+        if telemetry is not None:
+            telemetry.routed(chosen)
         usage = self._usage if principal.user_id is not None else None
         if usage is not None:
             usage.admit(principal)
@@ -107,7 +126,8 @@ class GenerationService:
         async def attempt(target: Target) -> tuple[EventStream, bool]:
             provider = table.provider(target, self._local)
             sent = _for(request, target)
-            stream = await provider.submit(sent)
+            submit = provider.submit if telemetry is None else telemetry.attempt(target, provider)
+            stream = await submit(sent)
             if self._observe is not None:  # each attempt, by the backend that ran it
                 stream = self._observe(stream, sent, target.provider)
             if usage is not None:
@@ -119,7 +139,8 @@ class GenerationService:
             stream, left = await attempt(target)
             return RoutedStream(stream, Backend(target, left))
         precheck = self._pool_aware.precheck(chosen)
-        return await run_chain(chosen, attempt, self._cooldowns, precheck)
+        failed = telemetry.failed if telemetry is not None else None
+        return await run_chain(chosen, attempt, self._cooldowns, precheck, failed)
 
     async def count_tokens(self, request: GenerateRequest, principal: Principal) -> int:
         """Prompt tokens of a request as its (first) model would see it (tools included)."""

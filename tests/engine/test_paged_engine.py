@@ -282,6 +282,24 @@ def test_priority_runs_first(tiny: LoadedModel) -> None:
     assert order == ["high", "low"]
 
 
+def test_the_last_event_carries_the_requests_own_timings(tiny: LoadedModel) -> None:
+    """Queued (handed to the engine), first scheduled, first token, finished: in order, on
+    the last event only; the second of two requests with one slot waits for the first."""
+    engine = make_engine(tiny, max_num_seqs=1)
+    first, second = request("a", prompt(3, 40), max_tokens=3), request("b", prompt(4, 40))
+    events = run(engine, [first, second])
+    ends = {}
+    for rid, evs in events.items():
+        assert all(e.timings is None for e in evs[:-1])
+        timings = evs[-1].timings
+        assert timings is not None
+        assert timings.scheduled is not None and timings.first_token is not None
+        assert timings.finished is not None
+        assert timings.queued <= timings.scheduled <= timings.first_token <= timings.finished
+        ends[rid] = timings
+    assert ends["b"].scheduled >= ends["a"].finished  # type: ignore[operator]
+
+
 def test_chunked_prefill_matches_whole_prefill(mixing: LoadedModel) -> None:
     long_request = request("long", prompt(7, 300), max_tokens=8)
     chunked = run(make_engine(mixing, prefill_step_size=64), [long_request])["long"]

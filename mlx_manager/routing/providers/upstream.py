@@ -82,6 +82,11 @@ class HttpUpstream:
         self._secrets = (*secrets, settings.base_url)
 
     @property
+    def client(self) -> httpx.AsyncClient:
+        """The pooled client (tracing instruments it)."""
+        return self._client
+
+    @property
     def left_machine(self) -> bool:
         host = httpx.URL(self.settings.base_url).host
         return not any(host == h or host.startswith(h) for h in LOOPBACK_HOSTS)
