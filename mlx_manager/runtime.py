@@ -13,6 +13,7 @@ from pathlib import Path
 from sqlalchemy.exc import SQLAlchemyError
 
 from mlx_manager.accounts.service import AccountService
+from mlx_manager.audit.log import AuditLog
 from mlx_manager.config import Settings
 from mlx_manager.engine.commands import MlxMemory
 from mlx_manager.engine.core import EngineSnapshot
@@ -64,6 +65,7 @@ class Runtime:
         )
         self.metrics = Metrics(self.thread.snapshot, self.pool.status)
         self.metrics_enabled = settings.metrics
+        self.audit = AuditLog(settings.audit_log(), self.metrics.registry)
         self._store_config = settings.store()
         server = settings.server()
         self.accounts = AccountService(None, server.api_key, server.signup)
@@ -76,6 +78,7 @@ class Runtime:
             self.metrics.requests.observe if server.metrics else None,
             self.pool,
             self.accounts,
+            self.audit.routes if self.audit.enabled else None,
         )
         gate = ModelGate(self.pool, self.lifecycle, self.admission, self.aliases.resolve)
         self.embeddings = EmbeddingService(self.host.execute, gate, engine_config)
@@ -98,6 +101,7 @@ class Runtime:
         keys = lambda: load_keyring(data_dir)  # noqa: E731  (read at each use: see rotation)
         await self.routing.attach(RoutingRepository(self.database, keys))
         await self.accounts.start(AccountsRepository(self.database, keys))
+        self.audit.start(self.database)
 
     @property
     def state(self) -> EngineState:
@@ -186,6 +190,7 @@ class Runtime:
         if self._drain_timer is not None:
             self._drain_timer.cancel()
         await self.routing.close()
+        await self.audit.close()  # writes the rows still queued
         if self.database is not None:
             await self.database.close()
         await self.pool.stop()

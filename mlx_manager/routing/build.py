@@ -10,6 +10,7 @@ from mlx_manager.routing.failover import Cooldowns
 from mlx_manager.routing.live import LiveRouting
 from mlx_manager.routing.pool_aware import PoolAware, ResidencySource
 from mlx_manager.routing.providers.base import GenerationProvider
+from mlx_manager.routing.route_audit import RouteAudit
 from mlx_manager.routing.scopes import UsageGate
 from mlx_manager.routing.service import GenerationService, StreamObserver
 
@@ -21,6 +22,7 @@ def build_generation(
     observe: StreamObserver | None = None,
     pool: ResidencySource | None = None,
     usage: UsageGate | None = None,
+    audit: RouteAudit | None = None,
 ) -> tuple[GenerationService, LiveRouting]:
     """The service and its live routing (which owns the upstream providers: closed at stop)."""
     service = GenerationService(
@@ -30,5 +32,6 @@ def build_generation(
         observe=observe,
         pool_aware=PoolAware(pool),
         usage=usage,
+        audit=audit,
     )
     return service, LiveRouting(service, config, aliases)

@@ -191,10 +191,17 @@ class RoutedStream:
 Attempt = Callable[[Target], Awaitable[tuple[EventStream, bool]]]
 # Raises (LoadOverBudget) to pass over a target before it is tried; returns if it may be.
 Precheck = Callable[[Target], None]
+# Told of each target passed over (the audit log): its failure class, or "cooldown" for one
+# skipped untried, and the error (None for a skip).
+FailureListener = Callable[[Target, str, ApiError | None], None]
 
 
 async def run_chain(
-    route: Route, attempt: Attempt, cooldowns: Cooldowns, precheck: Precheck | None = None
+    route: Route,
+    attempt: Attempt,
+    cooldowns: Cooldowns,
+    precheck: Precheck | None = None,
+    on_failure: FailureListener | None = None,
 ) -> RoutedStream:
     """The first target of the chain whose first event is not a failure; the last failure
     (or 503 when every target is cooling down) when none answers."""
@@ -204,6 +211,8 @@ async def run_chain(
         wait = cooldowns.remaining(target.key)
         if wait > 0:
             waits.append(wait)
+            if on_failure is not None:
+                on_failure(target, "cooldown", None)
             continue
         try:
             if precheck is not None and _later_available(route.targets[index + 1 :], cooldowns):
@@ -214,6 +223,8 @@ async def run_chain(
             if not failure.fails_over:
                 raise
             log.warning("route %r: %s failed (%s): %s", route.requested, target.key, failure, error)
+            if on_failure is not None:
+                on_failure(target, failure, error)
             if failure.cools_down:
                 cooldowns.failed(target.key, error)
             last = error

@@ -28,6 +28,7 @@ from mlx_manager.routing.aliases import AliasTable
 from mlx_manager.routing.failover import Backend, Cooldowns, RoutedStream, run_chain
 from mlx_manager.routing.pool_aware import PoolAware
 from mlx_manager.routing.providers.base import GenerationProvider
+from mlx_manager.routing.route_audit import RouteAudit
 from mlx_manager.routing.rules import Route, RuleSet, Target, route
 from mlx_manager.routing.scopes import UsageGate, governed, scoped
 from mlx_manager.security.principal import Principal
@@ -69,6 +70,7 @@ class GenerationService:
         observe: StreamObserver | None = None,
         pool_aware: PoolAware | None = None,
         usage: UsageGate | None = None,
+        audit: RouteAudit | None = None,
     ) -> None:
         self._local = local
         self._aliases = aliases
@@ -79,6 +81,7 @@ class GenerationService:
         self._observe = observe
         self._pool_aware = pool_aware or PoolAware()
         self._usage = usage
+        self._audit = audit
 
     @property
     def table(self) -> RoutingTable:
@@ -100,12 +103,15 @@ class GenerationService:
         """Queue a generation: an ApiError before anything streams, else its event stream."""
         table = self._table  # this request's configuration, whatever is swapped in meanwhile
         chosen = scoped(route(table.rules, request.model), principal, table.left_machine)
+        note = self._audit.begin(request, chosen) if self._audit is not None else None
         usage = self._usage if principal.user_id is not None else None
         if usage is not None:
             usage.admit(principal)
 
         async def attempt(target: Target) -> tuple[EventStream, bool]:
             provider = table.provider(target, self._local)
+            if note is not None:  # the audit log: who was tried, and whether data left
+                note.trying(target, provider, table.left_machine(target))
             sent = _for(request, target)
             stream = await provider.submit(sent)
             if self._observe is not None:  # each attempt, by the backend that ran it
@@ -119,7 +125,9 @@ class GenerationService:
             stream, left = await attempt(target)
             return RoutedStream(stream, Backend(target, left))
         precheck = self._pool_aware.precheck(chosen)
-        return await run_chain(chosen, attempt, self._cooldowns, precheck)
+        return await run_chain(
+            chosen, attempt, self._cooldowns, precheck, note.failed if note else None
+        )
 
     async def count_tokens(self, request: GenerateRequest, principal: Principal) -> int:
         """Prompt tokens of a request as its (first) model would see it (tools included)."""
