@@ -464,6 +464,31 @@ class Settings(BaseSettings):
         "Default: SQLite (WAL) in --data-dir.",
     )
 
+    audit: bool = Field(
+        True,
+        description="Record one small row per request on the generating APIs (the audit log: "
+        "times, models, backend, attempts, status, tokens; no message text) for "
+        "GET /admin/requests; --no-audit records nothing.",
+    )
+    audit_prompts: bool = Field(
+        False,
+        description="Also keep each request's last user message (cut to 2 KB) in the audit "
+        "log. Off: no prompt text is stored.",
+    )
+    audit_flush_ms: int = Field(
+        500,
+        ge=10,
+        le=60_000,
+        description="The audit log writes its queued rows every this many milliseconds (or "
+        "as soon as 200 are queued), one INSERT per batch, off the request path.",
+    )
+    audit_retention_days: int = Field(
+        30,
+        ge=0,
+        description="Audit rows older than this many days are deleted (checked hourly); 0 "
+        "keeps them forever.",
+    )
+
     @field_validator(
         "model",
         "model_dir",
@@ -550,6 +575,9 @@ class Settings(BaseSettings):
 
     def store(self) -> StoreConfig:
         return self.sub(StoreConfig)
+
+    def audit_log(self) -> AuditConfig:
+        return self.sub(AuditConfig)
 
 
 def _parse_keep_alive(item: str) -> tuple[str, float]:
@@ -741,6 +769,15 @@ class StoreConfig(SubConfig):
         if self.data_dir is not None:
             return self.data_dir.expanduser()
         return Path(platformdirs.user_data_dir("mlx-manager"))
+
+
+class AuditConfig(SubConfig):
+    """What the audit log needs: on or off, prompt text or not, flush interval, retention."""
+
+    enabled: bool = setting("audit")
+    prompts: bool = setting("audit_prompts")
+    flush_ms: int = setting("audit_flush_ms")
+    retention_days: int = setting("audit_retention_days")
 
 
 class _FileSource(PydanticBaseSettingsSource):

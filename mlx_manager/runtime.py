@@ -13,6 +13,7 @@ from pathlib import Path
 from sqlalchemy.exc import SQLAlchemyError
 
 from mlx_manager.accounts.service import AccountService
+from mlx_manager.audit.log import AuditLog
 from mlx_manager.config import Settings
 from mlx_manager.engine.commands import MlxMemory
 from mlx_manager.engine.core import EngineSnapshot
@@ -67,6 +68,7 @@ class Runtime:
         self.metrics = Metrics(self.thread.snapshot, self.pool.status)
         self.metrics_enabled = settings.metrics
         self.tracing = start_tracing(settings.tracing())  # None: off
+        self.audit = AuditLog(settings.audit_log(), self.metrics.registry)
         self._store_config = settings.store()
         server = settings.server()
         self.accounts = AccountService(None, server.api_key, server.signup)
@@ -80,6 +82,7 @@ class Runtime:
             self.pool,
             self.accounts,
             telemetry=RouteTelemetry(self.metrics.fallbacks, self.tracing),
+            audit=self.audit.routes if self.audit.enabled else None,
         )
         self.metrics.watch_routing(self.generation)
         gate = ModelGate(self.pool, self.lifecycle, self.admission, self.aliases.resolve)
@@ -103,6 +106,7 @@ class Runtime:
         keys = lambda: load_keyring(data_dir)  # noqa: E731  (read at each use: see rotation)
         await self.routing.attach(RoutingRepository(self.database, keys))
         await self.accounts.start(AccountsRepository(self.database, keys))
+        self.audit.start(self.database)
 
     @property
     def state(self) -> EngineState:
@@ -191,6 +195,7 @@ class Runtime:
         if self._drain_timer is not None:
             self._drain_timer.cancel()
         await self.routing.close()
+        await self.audit.close()  # writes the rows still queued
         if self.database is not None:
             await self.database.close()
         await self.pool.stop()

@@ -15,6 +15,7 @@ from mlx_manager.api import (
     admin_routes,
     anthropic_routes,
     audio_routes,
+    audit_routes,
     auth_routes,
     docs_routes,
     embeddings_routes,
@@ -30,6 +31,7 @@ from mlx_manager.api.errors import install_error_handlers
 from mlx_manager.api.host_guard import LOOPBACK_NAMES, HostGuardMiddleware, allowed_host_names
 from mlx_manager.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from mlx_manager.api.unicode_guard import UnicodeGuardMiddleware
+from mlx_manager.audit.middleware import AuditMiddleware
 from mlx_manager.config import Settings
 from mlx_manager.models.loaded import default_spec
 from mlx_manager.models.sources import parse_model_spec
@@ -125,6 +127,7 @@ def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None
         routing_routes.router,
         provider_routes.router,
         account_admin_routes.router,
+        audit_routes.router,
     ]
     if not server.metrics_public:
         protected.append(metrics_routes.router)
@@ -144,5 +147,7 @@ def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None
     )
     if tracing_enabled(settings.tracing()):  # a caller's traceparent: our spans join its trace
         app.add_middleware(TraceContextMiddleware)
+    if settings.audit:  # outside auth and the body limit: a 401 or 413 gets its row too
+        app.add_middleware(AuditMiddleware, sink=lambda: audit_routes.sink_of(app))
     app.add_middleware(RequestIdMiddleware)
     return app

@@ -13,6 +13,7 @@ from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from mlx_manager.api.deps import runtime_of
+from mlx_manager.audit.record import note_local
 from mlx_manager.config import ServerConfig
 from mlx_manager.models.speech_model import TranscriptionOptions
 from mlx_manager.protocols import openai_transcription as shape
@@ -45,6 +46,7 @@ async def transcriptions(
         list[str] | None, Form(alias="timestamp_granularities[]")
     ] = None,
 ) -> Response:
+    note_local(request.scope, model)  # the audit log
     granularities = list(timestamp_granularities or [])
     shape.check_format(response_format, granularities)
     limits: AudioLimits = request.app.state.audio_limits

@@ -12,6 +12,7 @@ from sse_starlette.sse import EventSourceResponse, ServerSentEvent
 from starlette.requests import Request
 from starlette.responses import Response
 
+from mlx_manager.audit.record import watch
 from mlx_manager.protocols.replies import Payload, Reply
 from mlx_manager.routing.failover import RoutedStream
 from mlx_manager.types import EventStream, GenerationEvent
@@ -37,6 +38,7 @@ async def reply(
     the backend that answered (`x-mlx-manager-backend`) when the stream was routed."""
     if isinstance(stream, RoutedStream):
         headers = {**stream.headers, **(headers or {})}
+    stream = watch(request.scope, stream, streaming)  # the audit log: first token, tokens
     if streaming:
         return sse_response(shape.stream(aiter(stream)), shape.named_events, headers)
     try:

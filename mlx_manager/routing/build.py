@@ -10,6 +10,7 @@ from mlx_manager.routing.failover import Cooldowns
 from mlx_manager.routing.live import LiveRouting
 from mlx_manager.routing.pool_aware import PoolAware, ResidencySource
 from mlx_manager.routing.providers.base import GenerationProvider
+from mlx_manager.routing.route_audit import RouteAudit
 from mlx_manager.routing.scopes import UsageGate
 from mlx_manager.routing.service import GenerationService, StreamObserver
 from mlx_manager.routing.telemetry import RoutingTelemetry
@@ -23,6 +24,7 @@ def build_generation(
     pool: ResidencySource | None = None,
     usage: UsageGate | None = None,
     telemetry: RoutingTelemetry | None = None,
+    audit: RouteAudit | None = None,
 ) -> tuple[GenerationService, LiveRouting]:
     """The service and its live routing (which owns the upstream providers: closed at stop)."""
     service = GenerationService(
@@ -33,5 +35,6 @@ def build_generation(
         pool_aware=PoolAware(pool),
         usage=usage,
         telemetry=telemetry,
+        audit=audit,
     )
     return service, LiveRouting(service, config, aliases)

@@ -196,8 +196,8 @@ class RoutedStream:
 Attempt = Callable[[Target], Awaitable[tuple[EventStream, bool]]]
 # Raises (LoadOverBudget) to pass over a target before it is tried; returns if it may be.
 Precheck = Callable[[Target], None]
-# Told of each target passed over (metrics, tracing): its failure class and the error, or
-# "cooldown" and None for one skipped untried.
+# Told of each target passed over (metrics, tracing, the audit log): its failure class and
+# the error, or "cooldown" and None for one skipped untried.
 FailureListener = Callable[[Target, str, ApiError | None], None]
 
 

@@ -23,11 +23,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlx_manager.config import LOCAL_PROVIDER
-from mlx_manager.errors import ModelNotFound
+from mlx_manager.errors import ApiError, ModelNotFound
 from mlx_manager.routing.aliases import AliasTable
-from mlx_manager.routing.failover import Backend, Cooldowns, RoutedStream, run_chain
+from mlx_manager.routing.failover import (
+    Backend,
+    Cooldowns,
+    FailureListener,
+    RoutedStream,
+    run_chain,
+)
 from mlx_manager.routing.pool_aware import PoolAware
 from mlx_manager.routing.providers.base import GenerationProvider
+from mlx_manager.routing.route_audit import RouteAudit
 from mlx_manager.routing.rules import Route, RuleSet, Target, route
 from mlx_manager.routing.scopes import UsageGate, governed, scoped
 from mlx_manager.routing.telemetry import RequestTelemetry, RoutingTelemetry
@@ -71,6 +78,7 @@ class GenerationService:
         pool_aware: PoolAware | None = None,
         usage: UsageGate | None = None,
         telemetry: RoutingTelemetry | None = None,
+        audit: RouteAudit | None = None,
     ) -> None:
         self._local = local
         self._aliases = aliases
@@ -82,6 +90,7 @@ class GenerationService:
         self._pool_aware = pool_aware or PoolAware()
         self._usage = usage
         self._telemetry = telemetry
+        self._audit = audit
 
     @property
     def table(self) -> RoutingTable:
@@ -119,12 +128,15 @@ class GenerationService:
         chosen = scoped(route(table.rules, request.model), principal, table.left_machine)
         if telemetry is not None:
             telemetry.routed(chosen)
+        note = self._audit.begin(request, chosen) if self._audit is not None else None
         usage = self._usage if principal.user_id is not None else None
         if usage is not None:
             usage.admit(principal)
 
         async def attempt(target: Target) -> tuple[EventStream, bool]:
             provider = table.provider(target, self._local)
+            if note is not None:  # the audit log: who was tried, and whether data left
+                note.trying(target, provider, table.left_machine(target))
             sent = _for(request, target)
             submit = provider.submit if telemetry is None else telemetry.attempt(target, provider)
             stream = await submit(sent)
@@ -139,7 +151,10 @@ class GenerationService:
             stream, left = await attempt(target)
             return RoutedStream(stream, Backend(target, left))
         precheck = self._pool_aware.precheck(chosen)
-        failed = telemetry.failed if telemetry is not None else None
+        failed = _listeners(
+            telemetry.failed if telemetry is not None else None,
+            note.failed if note is not None else None,
+        )
         return await run_chain(chosen, attempt, self._cooldowns, precheck, failed)
 
     async def count_tokens(self, request: GenerateRequest, principal: Principal) -> int:
@@ -166,6 +181,19 @@ class GenerationService:
                 for t in chosen.targets
             ],
         }
+
+
+def _listeners(*listeners: FailureListener | None) -> FailureListener | None:
+    """One listener telling each of `listeners` (None when there are none)."""
+    present = [listener for listener in listeners if listener is not None]
+    if len(present) <= 1:
+        return present[0] if present else None
+
+    def tell_each(target: Target, failure: str, error: ApiError | None) -> None:
+        for listener in present:
+            listener(target, failure, error)
+
+    return tell_each
 
 
 def _for(request: GenerateRequest, target: Target) -> GenerateRequest:

@@ -7,8 +7,20 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, DateTime, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Index,
+    Integer,
+    SmallInteger,
+    String,
+    Text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from mlx_manager.store.columns import Timestamp
 
 
 def utc_now() -> datetime:
@@ -106,3 +118,48 @@ class ServerSecretRow(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     ciphertext: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utc_now)
+
+
+class AuditRequestRow(Base):
+    """One client request on the generating APIs (the audit log: audit/). Small on purpose:
+    no message text unless the operator opts in (--audit-prompts), times as offsets from the
+    arrival, the attempts only when a target failed. Indexes serve the viewer's filters, each
+    newest first (GET /admin/requests)."""
+
+    __tablename__ = "audit_requests"
+    __table_args__ = (
+        Index("ix_audit_requests_at", "at"),
+        Index("ix_audit_requests_model_at", "model", "at"),
+        Index("ix_audit_requests_served_model_at", "served_model", "at"),
+        Index("ix_audit_requests_backend_at", "backend", "at"),
+        Index("ix_audit_requests_status_at", "status", "at"),
+        Index("ix_audit_requests_user_id_at", "user_id", "at"),
+        Index("ix_audit_requests_key_id_at", "key_id", "at"),
+        Index("ix_audit_requests_request_id", "request_id"),
+    )
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    request_id: Mapped[str] = mapped_column(String(128))  # as echoed in x-request-id
+    at: Mapped[datetime] = mapped_column(Timestamp())  # arrival
+    ttft_ms: Mapped[int | None] = mapped_column(Integer)  # first token, after arrival
+    latency_ms: Mapped[int | None] = mapped_column(Integer)  # end of the answer, after arrival
+    api: Mapped[str] = mapped_column(String(32))  # openai.chat, anthropic.messages, ...
+    model: Mapped[str | None] = mapped_column(String(256))  # as requested
+    served_model: Mapped[str | None] = mapped_column(String(256))  # as the backend was asked
+    rule: Mapped[str | None] = mapped_column(String(256))  # the routing rule's pattern
+    backend_type: Mapped[str | None] = mapped_column(String(24))  # local, openai, anthropic, ...
+    backend: Mapped[str | None] = mapped_column(String(64))  # provider name ("local": the pool)
+    # [[target key, failure class, status], ...]: the targets passed over; NULL when none
+    attempts: Mapped[list[Any] | None] = mapped_column(JSON(none_as_null=True))
+    status: Mapped[int] = mapped_column(SmallInteger)  # 499: the client went away
+    error: Mapped[str | None] = mapped_column(String(64))  # the error's code or type
+    prompt_tokens: Mapped[int | None] = mapped_column(Integer)
+    completion_tokens: Mapped[int | None] = mapped_column(Integer)
+    cached_tokens: Mapped[int | None] = mapped_column(Integer)
+    stream: Mapped[bool] = mapped_column(Boolean)
+    user_id: Mapped[str | None] = mapped_column(String(128))
+    key_id: Mapped[str | None] = mapped_column(String(128))
+    left_machine: Mapped[bool] = mapped_column(Boolean)  # the request was sent off this machine
+    prompt: Mapped[str | None] = mapped_column(Text)  # --audit-prompts: the last user message
