@@ -231,6 +231,28 @@ class EventStream(Protocol):
     def abort(self) -> None: ...
 
 
+class PassThroughStream:
+    """An event stream around another, for watchers (metrics, tracing, the audit log, key
+    scopes): the prompt's size and abort() pass through; a subclass's `_events` sees each
+    event of `_stream` on its way."""
+
+    def __init__(self, stream: EventStream) -> None:
+        self._stream = stream
+
+    @property
+    def prompt_tokens(self) -> int:
+        return self._stream.prompt_tokens
+
+    def abort(self) -> None:
+        self._stream.abort()
+
+    def __aiter__(self) -> AsyncIterator[GenerationEvent]:
+        return self._events()
+
+    def _events(self) -> AsyncIterator[GenerationEvent]:
+        raise NotImplementedError
+
+
 @dataclass(frozen=True, slots=True)
 class ModelInfo:
     """What the API shows about a served model."""

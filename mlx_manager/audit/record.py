@@ -17,7 +17,7 @@ from typing import Any
 
 from mlx_manager.audit.identity import identity
 from mlx_manager.security.principal import Principal
-from mlx_manager.types import EventStream, GenerateRequest, GenerationEvent
+from mlx_manager.types import EventStream, GenerateRequest, GenerationEvent, PassThroughStream
 
 # The audited paths and the API each is recorded as (POST only).
 API_OF_PATH = {
@@ -216,22 +216,12 @@ def watch(scope: Any, stream: EventStream, streaming: bool | None) -> EventStrea
     return WatchedStream(stream, record)
 
 
-class WatchedStream:
+class WatchedStream(PassThroughStream):
     """An event stream whose events are noted in an audit record as they are read."""
 
     def __init__(self, stream: EventStream, record: AuditRecord) -> None:
-        self._stream = stream
+        super().__init__(stream)
         self._record = record
-
-    @property
-    def prompt_tokens(self) -> int:
-        return self._stream.prompt_tokens
-
-    def abort(self) -> None:
-        self._stream.abort()
-
-    def __aiter__(self) -> AsyncIterator[GenerationEvent]:
-        return self._events()
 
     async def _events(self) -> AsyncIterator[GenerationEvent]:
         iterator = aiter(self._stream)

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from mlx_manager.types import EventStream, GenerateRequest, GenerationEvent
+from mlx_manager.types import EventStream, GenerateRequest, GenerationEvent, PassThroughStream
 
 PREFIX = "mlx_manager:"
 LABELS = ("model_name", "backend")
@@ -70,22 +70,12 @@ class RequestMetrics:
         return _MeasuredStream(stream, self, (request.model, backend))
 
 
-class _MeasuredStream:
+class _MeasuredStream(PassThroughStream):
     def __init__(self, stream: EventStream, metrics: RequestMetrics, labels: tuple[str, str]):
-        self._stream = stream
+        super().__init__(stream)
         self._metrics = metrics
         self._labels = labels
         self._started = time.monotonic()
-
-    @property
-    def prompt_tokens(self) -> int:
-        return self._stream.prompt_tokens
-
-    def abort(self) -> None:
-        self._stream.abort()
-
-    def __aiter__(self) -> AsyncIterator[GenerationEvent]:
-        return self._events()
 
     async def _events(self) -> AsyncIterator[GenerationEvent]:
         metrics, labels = self._metrics, self._labels

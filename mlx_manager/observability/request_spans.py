@@ -37,7 +37,13 @@ from mlx_manager.routing.failover import classify
 from mlx_manager.routing.providers.base import GenerationProvider
 from mlx_manager.routing.rules import Route, Target
 from mlx_manager.routing.telemetry import Submit
-from mlx_manager.types import EventStream, GenerateRequest, GenerationEvent, Timings
+from mlx_manager.types import (
+    EventStream,
+    GenerateRequest,
+    GenerationEvent,
+    PassThroughStream,
+    Timings,
+)
 
 if TYPE_CHECKING:
     from mlx_manager.observability.otel import Tracing
@@ -319,24 +325,17 @@ class AttemptSpan:
             span.end(end_time=stop_ns)
 
 
-class TracedStream:
+class TracedStream(PassThroughStream):
     """An attempt's events, passed on as they are; the attempt's span notes the first
     output and ends with the last event (or an abort)."""
 
     def __init__(self, stream: EventStream, attempt: AttemptSpan) -> None:
-        self._stream = stream
+        super().__init__(stream)
         self._attempt = attempt
-
-    @property
-    def prompt_tokens(self) -> int:
-        return self._stream.prompt_tokens
 
     def abort(self) -> None:
         self._attempt.aborted()
         self._stream.abort()
-
-    def __aiter__(self) -> AsyncIterator[GenerationEvent]:
-        return self._events()
 
     async def _events(self) -> AsyncIterator[GenerationEvent]:
         attempt = self._attempt

@@ -11,7 +11,7 @@ from typing import Protocol
 from mlx_manager.errors import AuthenticationFailed, ErrorInfo, PermissionDenied, shorten
 from mlx_manager.routing.rules import Route, Target
 from mlx_manager.security.principal import Principal
-from mlx_manager.types import EventStream, FinishReason, GenerationEvent
+from mlx_manager.types import EventStream, FinishReason, GenerationEvent, PassThroughStream
 
 
 class UsageGate(Protocol):
@@ -56,21 +56,11 @@ def governed(stream: EventStream, principal: Principal, gate: UsageGate) -> Even
     return _Governed(stream, principal, gate)
 
 
-class _Governed:
+class _Governed(PassThroughStream):
     def __init__(self, stream: EventStream, principal: Principal, gate: UsageGate) -> None:
-        self._stream = stream
+        super().__init__(stream)
         self._principal = principal
         self._gate = gate
-
-    @property
-    def prompt_tokens(self) -> int:
-        return self._stream.prompt_tokens
-
-    def abort(self) -> None:
-        self._stream.abort()
-
-    def __aiter__(self) -> AsyncIterator[GenerationEvent]:
-        return self._events()
 
     async def _events(self) -> AsyncIterator[GenerationEvent]:
         principal, gate = self._principal, self._gate
