@@ -64,7 +64,7 @@ from benchmarks.lib.load import (
     wait_queue_empty,
 )
 from benchmarks.lib.machine import machine_info, process_memory_mib, source_info
-from benchmarks.lib.output import fmt, fmt_ms, logger, timestamp, write_json
+from benchmarks.lib.output import fmt, fmt_ms, logger, timestamp, write_report
 from benchmarks.lib.processes import stop_on_sigterm
 from benchmarks.lib.prompts import PromptBuilder
 from benchmarks.lib.rawhttp import RawReply, json_request, simultaneous
@@ -587,10 +587,7 @@ def main(argv: list[str] | None = None) -> int:
     result["machine"] = machine_info()
     result["source"] = source_info(REPO)
     result["elapsed_s"] = budget.elapsed()
-    result["table"] = table(result)
-    print(result["table"])
-    write_json(args.out / "hardening_load.json", result)
-    (args.out / "hardening_load.txt").write_text(result["table"] + "\n")
+    write_report(args.out, "hardening_load", result, table(result))
     log(f"wrote {args.out} in {budget.elapsed():.0f}s")
     return 0
 

@@ -83,7 +83,7 @@ from benchmarks.lib.machine import (
     source_info,
 )
 from benchmarks.lib.models import model_info
-from benchmarks.lib.output import fmt, fmt_ms, logger, timestamp, write_json
+from benchmarks.lib.output import fmt, fmt_ms, logger, timestamp, write_report
 from benchmarks.lib.processes import stop_on_sigterm
 from benchmarks.lib.prompts import PromptBuilder
 from benchmarks.lib.server import ServerProcess
@@ -649,10 +649,7 @@ def main(argv: list[str] | None = None) -> int:
     result["machine"] = machine_info()
     result["source"] = source_info(args.src)
     result["elapsed_s"] = budget.elapsed()
-    result["table"] = table(result)
-    print(result["table"])
-    write_json(args.out / "observability_overhead.json", result)
-    (args.out / "observability_overhead.txt").write_text(result["table"] + "\n")
+    write_report(args.out, "observability_overhead", result, table(result))
     log(f"wrote {args.out} in {budget.elapsed():.0f}s")
     return 0
 

@@ -78,7 +78,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: benchmarks.lib
 from benchmarks.lib.environment import BENCHMARKS, REPO, maybe_reexec_with_openblas
 from benchmarks.lib.machine import machine_info, process_cpu_s, process_memory_mib, source_info
-from benchmarks.lib.output import fmt, logger, timestamp, write_json
+from benchmarks.lib.output import fmt, logger, timestamp, write_json, write_report
 from benchmarks.lib.processes import free_port, stop_on_sigterm
 from benchmarks.lib.pyspy import package_of, profile_server, self_time_by_package
 from benchmarks.lib.server import ServerProcess, litellm_command
@@ -968,10 +968,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.compare_src is not None:
         result["router_b_source"] = source_info(args.compare_src)
     result["elapsed_s"] = budget.elapsed()
-    result["table"] = table(result)
-    print(result["table"])
-    write_json(args.out / "router_overhead.json", result)
-    (args.out / "router_overhead.txt").write_text(result["table"] + "\n")
+    write_report(args.out, "router_overhead", result, table(result))
     log(f"wrote {args.out} in {budget.elapsed():.0f}s")
     return 0
 

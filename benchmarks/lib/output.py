@@ -30,6 +30,14 @@ def write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n")
 
 
+def write_report(out: Path, name: str, result: dict[str, Any], table: str) -> None:
+    """A script's result: `table` printed and kept in `result`, `NAME.json` and `NAME.txt`."""
+    result["table"] = table
+    print(table)
+    write_json(out / f"{name}.json", result)
+    (out / f"{name}.txt").write_text(table + "\n")
+
+
 def read_json(path: Path) -> dict[str, Any] | None:
     """A JSON object from `path`; None when missing or unreadable (a phase that failed)."""
     try:

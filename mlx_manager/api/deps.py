@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import Request
 
-from mlx_manager.api.auth import require_principal
+from mlx_manager.errors import AuthenticationFailed
 from mlx_manager.routing.service import GenerationService
 from mlx_manager.runtime import Runtime
 from mlx_manager.security.principal import Principal
@@ -20,5 +20,9 @@ def generation_of(request: Request) -> GenerationService:
 
 
 def principal_of(request: Request) -> Principal:
-    """The caller, as authenticated (api/auth.py); a route without one is a bug: refused."""
-    return require_principal(request)
+    """The caller, as the router's `require_principal` already admitted it (its checks are
+    not run twice); a request that reached a route with none is refused, never anonymous."""
+    principal = request.scope.get("state", {}).get("principal")
+    if not isinstance(principal, Principal):
+        raise AuthenticationFailed("not authenticated")
+    return principal
