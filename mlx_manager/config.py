@@ -102,6 +102,16 @@ class UpstreamTimeouts(_Strict):
     first_token_s: float = Field(300.0, gt=0)
     idle_s: float = Field(120.0, gt=0)
     total_s: float = Field(600.0, gt=0)
+    # A non-streamed request is asked of the upstream whole (no events to time): its answer
+    # must come within this; None: the first-token deadline (min(first_token_s, total_s)),
+    # so a stalled upstream fails over as soon as with a stream. Raise it (up to total_s)
+    # for non-streamed answers that take longer than first_token_s to generate.
+    whole_answer_s: float | None = Field(None, gt=0)
+
+    @property
+    def whole_answer_deadline_s(self) -> float:
+        limit = self.first_token_s if self.whole_answer_s is None else self.whole_answer_s
+        return min(limit, self.total_s)
 
 
 class LocalTimeouts(_Strict):

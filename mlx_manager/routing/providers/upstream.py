@@ -94,19 +94,26 @@ class HttpUpstream:
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    async def post_json(self, path: str, body: dict[str, Any]) -> Any:
-        """A non-streamed POST's JSON answer (count_tokens); errors as ApiErrors."""
-        t = self.settings.timeouts
+    async def post_json(
+        self, path: str, body: dict[str, Any], deadline_s: float | None = None
+    ) -> Any:
+        """A non-streamed POST's JSON answer (count_tokens; a whole answer within
+        `deadline_s`, default the total timeout); errors as ApiErrors, never followed."""
         try:
-            async with asyncio.timeout(t.total_s):
+            async with asyncio.timeout(deadline_s or self.settings.timeouts.total_s):
                 response = await self._client.post(self.settings.base_url + path, json=body)
-        except (TimeoutError, httpx.TimeoutException):
-            raise self._timeout("answer") from None
+        except (TimeoutError, httpx.TimeoutException) as exc:
+            if isinstance(exc, httpx.ConnectTimeout):
+                raise self._unreachable(exc) from None
+            raise self._timeout("whole answer" if deadline_s else "answer") from None
         except httpx.HTTPError as exc:
             raise self._unreachable(exc) from None
-        if response.status_code >= 400:
-            raise self._status_error(response, response.content)
-        return response.json()
+        if response.status_code >= 300:
+            raise self._status_error(response, response.content[:MAX_ERROR_BODY_BYTES])
+        try:
+            return response.json()
+        except ValueError:
+            raise UpstreamUnavailable(f"upstream {self.name!r} sent bad JSON") from None
 
     async def open(
         self, path: str, body: dict[str, Any], decoder: Decoder, request_id: str
