@@ -80,6 +80,9 @@ class HttpUpstream:
             trust_env=False,  # no proxy or netrc credentials picked up from the environment
         )
         self._secrets = (*secrets, settings.base_url)
+        host = httpx.URL(settings.base_url).host
+        self._left_machine = not any(host == h or host.startswith(h) for h in LOOPBACK_HOSTS)
+        self._urls: dict[str, httpx.URL] = {}  # parsed once: httpx parses a str per request
 
     @property
     def client(self) -> httpx.AsyncClient:
@@ -88,8 +91,14 @@ class HttpUpstream:
 
     @property
     def left_machine(self) -> bool:
-        host = httpx.URL(self.settings.base_url).host
-        return not any(host == h or host.startswith(h) for h in LOOPBACK_HOSTS)
+        """Whether the upstream is off this machine (asked several times per request)."""
+        return self._left_machine
+
+    def url(self, path: str) -> httpx.URL:
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = httpx.URL(self.settings.base_url + path)
+        return url
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -101,7 +110,7 @@ class HttpUpstream:
         `deadline_s`, default the total timeout); errors as ApiErrors, never followed."""
         try:
             async with asyncio.timeout(deadline_s or self.settings.timeouts.total_s):
-                response = await self._client.post(self.settings.base_url + path, json=body)
+                response = await self._client.post(self.url(path), json=body)
         except (TimeoutError, httpx.TimeoutException) as exc:
             if isinstance(exc, httpx.ConnectTimeout):
                 raise self._unreachable(exc) from None
@@ -122,7 +131,7 @@ class HttpUpstream:
         loop = asyncio.get_running_loop()
         t = self.settings.timeouts
         started = loop.time()
-        request = self._client.build_request("POST", self.settings.base_url + path, json=body)
+        request = self._client.build_request("POST", self.url(path), json=body)
         try:
             async with asyncio.timeout(min(t.first_token_s, t.total_s)):
                 response = await self._client.send(request, stream=True)
@@ -147,7 +156,7 @@ class HttpUpstream:
         None when it does, else why not (no URL, no key in the text)."""
         try:
             async with asyncio.timeout(self.settings.timeouts.connect_s + 5):
-                response = await self._client.get(self.settings.base_url + path)
+                response = await self._client.get(self.url(path))
         except (TimeoutError, httpx.HTTPError) as exc:
             return f"could not be reached ({type(exc).__name__})"
         if response.status_code in (401, 403):
