@@ -16,6 +16,7 @@ import os
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Protocol
 
+import httpcore
 import httpx
 from httpx_sse import EventSource, ServerSentEvent
 
@@ -27,6 +28,7 @@ from mlx_manager.errors import (
     UpstreamUnavailable,
 )
 from mlx_manager.protocols.upstream_errors import upstream_error
+from mlx_manager.routing.providers.network import AsyncioBackend
 from mlx_manager.types import FinishReason, GenerationEvent
 
 log = logging.getLogger(__name__)
@@ -73,6 +75,7 @@ class HttpUpstream:
         self.name = settings.name
         t = settings.timeouts
         self._client = httpx.AsyncClient(
+            transport=_transport(),
             headers=dict(auth_headers),
             # read None: first-token, idle and total limits are kept per event below.
             timeout=httpx.Timeout(connect=t.connect_s, read=None, write=t.idle_s, pool=t.connect_s),
@@ -190,6 +193,20 @@ class HttpUpstream:
         return GenerationEvent(
             request_id, finish_reason=FinishReason.ERROR, error=ErrorInfo.of(error)
         )
+
+
+def _transport() -> httpx.AsyncHTTPTransport:
+    """httpx's transport (its defaults) on the asyncio network backend (network.py)."""
+    transport = httpx.AsyncHTTPTransport(trust_env=False)
+    limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)  # httpx's own
+    transport._pool = httpcore.AsyncConnectionPool(
+        ssl_context=httpx.create_ssl_context(trust_env=False),
+        max_connections=limits.max_connections,
+        max_keepalive_connections=limits.max_keepalive_connections,
+        keepalive_expiry=limits.keepalive_expiry,
+        network_backend=AsyncioBackend(),
+    )
+    return transport
 
 
 async def _bounded_body(response: httpx.Response) -> bytes:
