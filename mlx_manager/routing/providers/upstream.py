@@ -74,8 +74,9 @@ class HttpUpstream:
         self.settings = settings
         self.name = settings.name
         t = settings.timeouts
+        self._transport = _transport()
         self._client = httpx.AsyncClient(
-            transport=_transport(),
+            transport=self._transport,
             headers=dict(auth_headers),
             # read None: first-token, idle and total limits are kept per event below.
             timeout=httpx.Timeout(connect=t.connect_s, read=None, write=t.idle_s, pool=t.connect_s),
@@ -113,7 +114,7 @@ class HttpUpstream:
         `deadline_s`, default the total timeout); errors as ApiErrors, never followed."""
         try:
             async with asyncio.timeout(deadline_s or self.settings.timeouts.total_s):
-                response = await self._client.post(self.url(path), json=body)
+                response = await self._post(path, body)
         except (TimeoutError, httpx.TimeoutException) as exc:
             if isinstance(exc, httpx.ConnectTimeout):
                 raise self._unreachable(exc) from None
@@ -126,6 +127,20 @@ class HttpUpstream:
             return response.json()
         except ValueError:
             raise UpstreamUnavailable(f"upstream {self.name!r} sent bad JSON") from None
+
+    async def _post(self, path: str, body: dict[str, Any]) -> httpx.Response:
+        """POST, the whole answer read: the client builds the request (its headers, key and
+        timeouts) and its transport sends it (tracing wraps the transport). Not through
+        AsyncClient.send, whose auth, redirect, cookie and event-hook layers are unused here
+        (no auth flow, no redirect followed, an upstream's cookies are no business of other
+        callers) and cost ~0.2-0.3 ms of CPU per request on a 2-core machine."""
+        request = self._client.build_request("POST", self.url(path), json=body)
+        response = await self._transport.handle_async_request(request)
+        try:
+            await response.aread()
+        finally:
+            await response.aclose()
+        return response
 
     async def open(
         self, path: str, body: dict[str, Any], decoder: Decoder, request_id: str
