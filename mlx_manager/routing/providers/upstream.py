@@ -152,7 +152,8 @@ class HttpUpstream:
         request = self._client.build_request("POST", self.url(path), json=body)
         try:
             async with asyncio.timeout(min(t.first_token_s, t.total_s)):
-                response = await self._client.send(request, stream=True)
+                # the transport, not AsyncClient.send: as in _post
+                response = await self._transport.handle_async_request(request)
         except (TimeoutError, httpx.TimeoutException) as exc:
             if isinstance(exc, httpx.ConnectTimeout):
                 raise self._unreachable(exc) from None
