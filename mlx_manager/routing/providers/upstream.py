@@ -212,7 +212,11 @@ class HttpUpstream:
 
 
 def _transport() -> httpx.AsyncHTTPTransport:
-    """httpx's transport (its defaults) on the asyncio network backend (network.py)."""
+    """httpx's transport (its defaults) on the asyncio network backend (network.py).
+
+    httpx takes no network backend of its own, so its transport's pool (`_pool`, the one
+    thing it sends through) is replaced by httpcore's pool with ours; should httpx rename it,
+    tests/routing/test_upstream_network.py finds requests no longer going through ours."""
     transport = httpx.AsyncHTTPTransport(trust_env=False)
     limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)  # httpx's own
     transport._pool = httpcore.AsyncConnectionPool(
