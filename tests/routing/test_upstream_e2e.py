@@ -68,7 +68,13 @@ def front(
             _provider("overloaded", "anthropic", f"{fake.base_url}/529"),
             _provider("broken", "openai_compatible", f"{fake.base_url}/500"),
             _provider("picky", "openai_compatible", f"{fake.base_url}/400"),
-            _provider("stalled", "openai_compatible", f"{fake.base_url}/stall", first_token_s=1.5),
+            _provider(
+                "stalled",
+                "openai_compatible",
+                f"{fake.base_url}/stall",
+                first_token_s=1.5,
+                whole_answer_s=1.5,
+            ),
             _provider("fake-ok", "openai_compatible", f"{fake.base_url}/ok"),
         ],
         "routes": [
