@@ -127,6 +127,16 @@ async def dashboard(request: Request, principal: UiAdmin) -> Response:
     return render(request, "dashboard.html", "Dashboard", principal)
 
 
+@router.get("/users")
+async def users(request: Request, principal: UiAdmin) -> Response:
+    return render(request, "users.html", "Users & keys", principal)
+
+
+@router.get("/providers")
+async def providers(request: Request, principal: UiAdmin) -> Response:
+    return render(request, "providers.html", "Providers & routing", principal)
+
+
 async def _to_login(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, LoginRequired)
     return RedirectResponse(login_url(exc.next_path), status_code=303)
