@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 
+from mlx_manager.admin import ui_routes
 from mlx_manager.api import (
     account_admin_routes,
     admin_routes,
@@ -135,6 +136,7 @@ def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None
         protected.append(metrics_routes.router)
     for router in protected:  # deny by default: the router carries the check
         app.include_router(router, dependencies=[Depends(require_principal)])
+    ui_routes.install(app)  # the web UI: its pages carry their own check (a login redirect)
     # Added last = outermost: the request id also marks 401 and 413 answers.
     app.state.audio_limits = audio_routes.audio_limits(server)
     app.add_middleware(UnicodeGuardMiddleware)  # inside the body limit: reads a bounded body
