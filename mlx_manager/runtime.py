@@ -13,6 +13,7 @@ from pathlib import Path
 from sqlalchemy.exc import SQLAlchemyError
 
 from mlx_manager.accounts.service import AccountService
+from mlx_manager.admin.pool_limits import PoolLimits
 from mlx_manager.audit.log import AuditLog
 from mlx_manager.config import Settings
 from mlx_manager.engine.commands import MlxMemory
@@ -23,6 +24,7 @@ from mlx_manager.frontend.admission import Admission
 from mlx_manager.frontend.client import EngineClient
 from mlx_manager.frontend.lifecycle import EngineState, Lifecycle
 from mlx_manager.frontend.model_host import EngineModelHost
+from mlx_manager.models.badges import BadgeCache
 from mlx_manager.models.sources import ModelSpec
 from mlx_manager.observability.registry import Metrics
 from mlx_manager.observability.route_telemetry import RouteTelemetry
@@ -39,6 +41,7 @@ from mlx_manager.services.response_store import ResponseStore
 from mlx_manager.services.transcription import TranscriptionService
 from mlx_manager.store.accounts_repo import AccountsRepository
 from mlx_manager.store.database import Database
+from mlx_manager.store.live_settings_repo import LiveSettingsRepository
 from mlx_manager.store.routing_repo import RoutingRepository
 from mlx_manager.store.urls import database_urls
 from mlx_manager.types import ModelInfo
@@ -54,6 +57,8 @@ class Runtime:
         self.thread = EngineThread(engine_config)
         self.host = EngineModelHost(self.thread, engine_config, models_config)
         self.pool = ModelPool(self._pool_config, self.host)
+        self.pool_limits = PoolLimits(self.pool, self._pool_config)  # live overrides
+        self.badges = BadgeCache()  # the catalog's badges, per model directory
         self.lifecycle = Lifecycle()
         self.admission = Admission(engine_config.max_waiting_requests, self.thread.queued)
         self.aliases = AliasTable.parse(settings.server().model_aliases)
@@ -107,6 +112,7 @@ class Runtime:
         await self.routing.attach(RoutingRepository(self.database, keys))
         await self.accounts.start(AccountsRepository(self.database, keys))
         self.audit.start(self.database)
+        await self.pool_limits.attach(LiveSettingsRepository(self.database))
 
     @property
     def state(self) -> EngineState:
@@ -134,6 +140,7 @@ class Runtime:
                 pool.model_dirs,
                 pool.scan_hf_cache,
                 self._models_config.context_length,
+                {spec.model_id for spec in specs if spec.is_embedded},
             )
             await self.pool.start(catalog, [spec.model_id for spec in specs])
         except Exception as exc:

@@ -9,7 +9,7 @@ Configured `--model` ids win over discovered ones, then `--model-dir`s in order,
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 class CatalogEntry:
     model_id: str
     path: Path
-    origin: str  # "model" (--model), "model-dir", "hf-cache"
+    origin: str  # "model" (--model), "embedded" (the built-in default), "model-dir", "hf-cache"
     model_type: ModelType
     context_length: int
     family: str
@@ -97,9 +97,14 @@ def build_catalog(
     model_dirs: Iterable[Path] = (),
     hf_cache: bool = False,
     context_override: int | None = None,
+    embedded: Collection[str] = (),
 ) -> Catalog:
-    """Configured (id, resolved dir) pairs first, then discovered models. Reads only metadata."""
-    entries = [describe(i, p, "model", context_override) for i, p in configured]
+    """Configured (id, resolved dir) pairs first (`embedded` names those that are the built-in
+    default model), then discovered models. Reads only metadata."""
+    entries = [
+        describe(i, p, "embedded" if i in embedded else "model", context_override)
+        for i, p in configured
+    ]
     for root in model_dirs:
         entries += _described(scan_model_dir(root), "model-dir", context_override)
     if hf_cache:
