@@ -127,6 +127,11 @@ async def dashboard(request: Request, principal: UiAdmin) -> Response:
     return render(request, "dashboard.html", "Dashboard", principal)
 
 
+@router.get("/models")
+async def models(request: Request, principal: UiAdmin) -> Response:
+    return render(request, "models.html", "Models", principal)
+
+
 @router.get("/requests")
 async def request_log(request: Request, principal: UiAdmin) -> Response:
     return render(request, "requests.html", "Request log", principal)
