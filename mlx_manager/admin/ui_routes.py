@@ -137,6 +137,21 @@ async def providers(request: Request, principal: UiAdmin) -> Response:
     return render(request, "providers.html", "Providers & routing", principal)
 
 
+@router.get("/models")
+async def models(request: Request, principal: UiAdmin) -> Response:
+    return render(request, "models.html", "Models", principal)
+
+
+@router.get("/requests")
+async def request_log(request: Request, principal: UiAdmin) -> Response:
+    return render(request, "requests.html", "Request log", principal)
+
+
+@router.get("/playground")
+async def playground(request: Request, principal: UiAdmin) -> Response:
+    return render(request, "playground.html", "Playground", principal)
+
+
 async def _to_login(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, LoginRequired)
     return RedirectResponse(login_url(exc.next_path), status_code=303)

@@ -7,6 +7,7 @@
  * - ui.notify(message, kind): a message in the status area (errors stay until dismissed).
  * - ui.act(label, work, done): busy + notify around an admin action; true when it worked.
  * - ui.poll(fn, ms): call fn every ms while the page is visible, never two at once.
+ * - ui.csrfHeaders(method): the CSRF header for a write made with fetch directly (streams).
  */
 (function () {
   "use strict";
@@ -44,6 +45,12 @@
     return `the server answered ${status}${statusText ? " " + statusText : ""}`;
   }
 
+  /* The CSRF header a signed-in write needs (empty for reads and for key/open callers). */
+  function csrfHeaders(method) {
+    const token = SAFE_METHODS.has(method.toUpperCase()) ? "" : cookie(CSRF_COOKIE);
+    return token ? { [CSRF_HEADER]: token } : {};
+  }
+
   function toLogin() {
     const here = location.pathname + location.search;
     location.assign("/ui/login?next=" + encodeURIComponent(here));
@@ -57,10 +64,7 @@
       headers["Content-Type"] = "application/json";
       init.body = JSON.stringify(body);
     }
-    if (!SAFE_METHODS.has(method)) {
-      const token = cookie(CSRF_COOKIE);
-      if (token) headers[CSRF_HEADER] = token;
-    }
+    Object.assign(headers, csrfHeaders(method));
     let response;
     try {
       response = await fetch(path, init);
@@ -198,5 +202,5 @@
     }
   });
 
-  window.ui = { api, ApiError, busy, notify, act, poll, fmt, errorMessage };
+  window.ui = { api, ApiError, busy, notify, act, poll, fmt, errorMessage, csrfHeaders };
 })();
