@@ -137,7 +137,10 @@ def test_users_and_keys(page: Any, ui_server: ServerProcess, admin_api: httpx.Cl
     screenshot(page, "users-and-keys")
     check_accessibility(page, "users & keys, a key issued")
     page.find_element(By.XPATH, "//button[text()='I have copied it']").click()
-    assert not page.find_element(By.CSS_SELECTOR, "[data-testid=issued-key]").is_displayed()
+    wait_for(  # Alpine hides it on its next tick
+        page,
+        lambda d: not d.find_element(By.CSS_SELECTOR, "[data-testid=issued-key]").is_displayed(),
+    )
     page.refresh()
     wait_text(page, "tr[data-key=dana-ci]", "active")
     assert key not in page.page_source  # shown once: never again
