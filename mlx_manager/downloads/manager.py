@@ -104,6 +104,7 @@ class DownloadManager:
                 record.files = files
                 record.error_code = record.error = record.finished_at = record.path = None
             await asyncio.to_thread(self._save)
+            self._stops[record.id] = (threading.Event(), [DownloadState.CANCELLED])
             self._tasks[record.id] = asyncio.create_task(self._run(record))
             return record
 
@@ -125,13 +126,21 @@ class DownloadManager:
                 f"download {download_id} is {record.state.value}: there is nothing to cancel",
                 code="download_not_active",
             )
-        event, reason = stop
-        reason[0] = DownloadState.CANCELLED
-        event.set()
+        self._stop(download_id, DownloadState.CANCELLED)
         task = self._tasks.get(download_id)
         if task is not None:
             await asyncio.wait({task}, timeout=CANCEL_WAIT_S)
         return record
+
+    def _stop(self, download_id: str, why: DownloadState) -> None:
+        """Ask a download to stop: a running one stops at its next chunk (the hook raises),
+        a queued one at once (its wait for the slot is cancelled)."""
+        event, reason = self._stops[download_id]
+        reason[0] = why
+        event.set()
+        task = self._tasks.get(download_id)
+        if task is not None and self._records[download_id].state is DownloadState.QUEUED:
+            task.cancel()  # it waits for the slot: no await between the slot and DOWNLOADING
 
     async def forget(self, download_id: str) -> None:
         """Drop a record that is not running (its files stay in the cache)."""
@@ -196,9 +205,8 @@ class DownloadManager:
 
     async def close(self, wait_s: float = 3.0) -> None:
         """Stop every running download; each is left `interrupted` (resumable)."""
-        for event, reason in self._stops.values():
-            reason[0] = DownloadState.INTERRUPTED
-            event.set()
+        for download_id in list(self._stops):
+            self._stop(download_id, DownloadState.INTERRUPTED)
         tasks = [t for t in self._tasks.values() if not t.done()]
         if tasks:
             await asyncio.wait(tasks, timeout=wait_s)
@@ -218,8 +226,7 @@ class DownloadManager:
         return plan, files
 
     async def _run(self, record: DownloadRecord) -> None:
-        event, reason = threading.Event(), [DownloadState.CANCELLED]
-        self._stops[record.id] = (event, reason)
+        event, reason = self._stops[record.id]
         try:
             async with self._slot:
                 if event.is_set():
@@ -235,6 +242,10 @@ class DownloadManager:
             await self._on_done(record.repo_id, snapshot)
         except hub.Cancelled:
             await self._finish(record, reason[0])
+        except asyncio.CancelledError:
+            await self._finish(record, reason[0])
+            if not event.is_set():  # not our own stop (the loop is closing): pass it on
+                raise
         except ApiError as exc:
             await self._finish(record, DownloadState.FAILED, exc.code, exc.message)
         except Exception as exc:  # a bug or the disk: recorded in words, logged in full

@@ -14,25 +14,28 @@ from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 from mlx_manager.errors import InvalidRequest, shorten
 
+MAX_PART_CHARS = 96  # the hub's limit on a name; owners are shorter still
 MAX_REVISION_CHARS = 128
 _REVISION = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-/]*")
 
 
 def check_repo_id(text: str) -> str:
     """`text` if it is a model repo id `owner/name`, else a 400 naming the rule it breaks."""
-    if text.count("/") != 1:
+    if text.count("/") != 1 or not text.isascii():
         raise InvalidRequest(
-            f"'{shorten(text)}' is not a Hugging Face model id: write it as owner/name.",
+            f"'{shorten(text)}' is not a Hugging Face model id: write it as owner/name (ASCII).",
             param="repo_id",
             code="invalid_repo_id",
         )
     try:
         validate_repo_id(text)
+        if any(len(part) > MAX_PART_CHARS for part in text.split("/")):
+            raise HFValidationError("too long")
     except HFValidationError:
         raise InvalidRequest(
             f"'{shorten(text)}' is not a Hugging Face model id: owner and name use letters, "
             "digits, '-', '_' and '.', do not start or end with '-' or '.', hold no '--' or "
-            "'..', and are at most 96 characters together.",
+            f"'..', and are at most {MAX_PART_CHARS} characters each.",
             param="repo_id",
             code="invalid_repo_id",
         ) from None
