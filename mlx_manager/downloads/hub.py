@@ -26,6 +26,7 @@ from typing import Any, cast
 from urllib.parse import urlsplit
 
 import httpx2
+from filelock import FileLock, Timeout
 from huggingface_hub import HfApi, constants, hf_hub_download, try_to_load_from_cache
 from huggingface_hub.errors import (
     GatedRepoError,
@@ -35,6 +36,7 @@ from huggingface_hub.errors import (
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
+from huggingface_hub.file_download import repo_folder_name
 from huggingface_hub.utils import filter_repo_objects
 
 from mlx_manager.errors import (
@@ -107,6 +109,26 @@ def cached(repo_id: str, filename: str, commit: str) -> Path | None:
     """`filename` of `commit` in the cache, or None (no network)."""
     found = try_to_load_from_cache(repo_id, filename, revision=commit)
     return Path(found) if isinstance(found, str) else None
+
+
+def drop_stale_partials(repo_id: str) -> int:
+    """Delete the repo's partial files that no process is writing; how many.
+
+    A server killed mid-file leaves huggingface_hub's `<etag>.<id>.incomplete` behind (it
+    never reuses one: the id is per process); a file in progress is always written under its
+    etag's lock in the cache's `.locks`, so a partial whose lock is free is dead weight."""
+    cache = Path(constants.HF_HUB_CACHE)
+    folder = repo_folder_name(repo_id=repo_id, repo_type="model")
+    dropped = 0
+    for partial in (cache / folder / "blobs").glob("*.incomplete"):
+        lock = FileLock(cache / ".locks" / folder / f"{partial.name.split('.')[0]}.lock")
+        try:
+            with lock.acquire(timeout=0):
+                partial.unlink(missing_ok=True)
+                dropped += 1
+        except (Timeout, OSError):
+            continue  # being written (or not ours to touch)
+    return dropped
 
 
 def fetch(

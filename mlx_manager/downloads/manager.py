@@ -219,6 +219,8 @@ class DownloadManager:
     def _plan(self, repo_id: str, revision: str) -> tuple[hub.Plan, list[FileProgress]]:
         """The hub's file list, each file already in the cache marked done (worker thread)."""
         plan = hub.plan(repo_id, revision, self._timeout_s)
+        if dropped := hub.drop_stale_partials(repo_id):
+            log.info("dropped %d partial file(s) of %s left by an earlier run", dropped, repo_id)
         files = [FileProgress(f.name, f.size) for f in plan.files]
         for file in files:
             if hub.cached(repo_id, file.name, plan.commit) is not None:
@@ -268,7 +270,8 @@ class DownloadManager:
         with self._lock:
             record.state, record.error_code, record.error = state, code, message
             record.finished_at = time.time()
-        log.info("download of %s: %s %s", record.repo_id, state.value, message or "")
+        detail = f" ({message})" if message else ""
+        log.info("download of %s: %s%s", record.repo_id, state.value, detail)
         await asyncio.to_thread(self._save)
 
     def _fetch_all(self, record: DownloadRecord, transfer: Transfer, stop: threading.Event) -> Path:

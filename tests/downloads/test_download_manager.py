@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx2
 import pytest
+from filelock import FileLock
 from huggingface_hub.errors import LocalEntryNotFoundError
 
 from mlx_manager.downloads import hub
@@ -37,6 +38,9 @@ class ScriptedHub:
 
     def snapshot(self, repo_id: str) -> Path:
         return self.root / repo_id.replace("/", "--") / "snapshots" / COMMIT
+
+    def drop_stale_partials(self, repo_id: str) -> int:
+        return 0
 
     def cached(self, repo_id: str, filename: str, commit: str) -> Path | None:
         path = self.snapshot(repo_id) / filename
@@ -67,7 +71,7 @@ class ScriptedHub:
 @pytest.fixture
 def scripted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ScriptedHub:
     fake = ScriptedHub(tmp_path / "cache")
-    for name in ("plan", "cached", "fetch"):
+    for name in ("plan", "cached", "fetch", "drop_stale_partials"):
         monkeypatch.setattr(hub, name, getattr(fake, name))
     return fake
 
@@ -176,6 +180,21 @@ async def _records_survive_a_restart(tmp_path: Path, scripted: ScriptedHub) -> N
     assert third.finished() == [("org/running", scripted.snapshot("org/running"))]
     await third.forget(record.id)
     assert third.records() == []
+
+
+def test_partials_nobody_writes_are_dropped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path))
+    blobs = tmp_path / "models--org--m" / "blobs"
+    blobs.mkdir(parents=True)
+    dead, live, whole = blobs / "aaa.1234.incomplete", blobs / "bbb.5678.incomplete", blobs / "ccc"
+    for path in (dead, live, whole):
+        path.write_bytes(b"x")
+    (tmp_path / ".locks" / "models--org--m").mkdir(parents=True)
+    with FileLock(tmp_path / ".locks" / "models--org--m" / "bbb.lock"):  # being written
+        assert hub.drop_stale_partials("org/m") == 1
+    assert not dead.exists() and live.exists() and whole.exists()
 
 
 def test_hub_errors_in_words() -> None:
