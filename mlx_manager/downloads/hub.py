@@ -230,8 +230,8 @@ def hub_error(exc: BaseException, repo_id: str, revision: str, timeout_s: float)
         if exc.__cause__ is not None:  # the HEAD call's own error says more
             return hub_error(exc.__cause__, repo_id, revision, timeout_s)
         return UpstreamUnavailable(f"{where} is unreachable.", code="hub_unreachable")
-    if isinstance(exc, OSError):
-        return ApiError(f"writing the download failed: {exc.strerror or exc}", code="disk_error")
+    if isinstance(exc, OSError) and exc.errno is not None:  # the disk (full, read-only)
+        return ApiError(f"writing the download failed: {exc.strerror}", code="disk_error")
     return UpstreamUnavailable(
         f"downloading '{repo}' from {where} failed: {type(exc).__name__}: "
         f"{without_paths(str(exc))}",

@@ -211,6 +211,10 @@ def test_hub_errors_in_words() -> None:
     except LocalEntryNotFoundError as wrapped:
         head = hub.hub_error(wrapped, "a/b", "main", 5.0)
     assert head.code == "hub_unreachable" and "Name or service" in head.message
+    full = hub.hub_error(OSError(28, "No space left on device", "/x/blobs/abc"), "a/b", "m", 5)
+    assert full.code == "disk_error" and full.message.endswith("No space left on device")
+    short = hub.hub_error(OSError("Consistency check failed: size 3 but has 2"), "a/b", "m", 5)
+    assert short.status == 502 and "Consistency check failed" in short.message
 
 
 def test_one_at_a_time_cancel_and_finish(tmp_path: Path, scripted: ScriptedHub) -> None:
