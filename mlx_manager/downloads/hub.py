@@ -41,6 +41,7 @@ from huggingface_hub.utils import filter_repo_objects
 
 from mlx_manager.errors import (
     ApiError,
+    InsufficientStorage,
     InvalidRequest,
     NotFound,
     PermissionDenied,
@@ -50,6 +51,7 @@ from mlx_manager.errors import (
     shorten,
     without_paths,
 )
+from mlx_manager.models.disk_space import free_bytes
 from mlx_manager.models.sources import ALLOW_PATTERNS
 
 # http_get reads a body in DOWNLOAD_CHUNK_SIZE pieces (10 MiB) and calls the hook between
@@ -109,6 +111,17 @@ def cached(repo_id: str, filename: str, commit: str) -> Path | None:
     """`filename` of `commit` in the cache, or None (no network)."""
     found = try_to_load_from_cache(repo_id, filename, revision=commit)
     return Path(found) if isinstance(found, str) else None
+
+
+def check_room(needed: int) -> None:
+    """507 now, rather than a full disk minutes into the download, when the cache's file
+    system cannot hold the `needed` bytes still to fetch."""
+    free = free_bytes(Path(constants.HF_HUB_CACHE))
+    if free is not None and free < needed:
+        raise InsufficientStorage(
+            f"the Hugging Face cache's disk has {free / 1e6:,.0f} MB free; this download needs "
+            f"{needed / 1e6:,.0f} MB more. Free some space (or set HF_HUB_CACHE elsewhere)."
+        )
 
 
 def drop_stale_partials(repo_id: str) -> int:

@@ -225,6 +225,7 @@ class DownloadManager:
         for file in files:
             if hub.cached(repo_id, file.name, plan.commit) is not None:
                 file.finish()
+        hub.check_room(sum(f.size for f in files if f.state is not FileState.DONE))
         return plan, files
 
     async def _run(self, record: DownloadRecord) -> None:

@@ -18,7 +18,13 @@ from huggingface_hub.errors import LocalEntryNotFoundError
 from mlx_manager.downloads import hub
 from mlx_manager.downloads.manager import DownloadManager
 from mlx_manager.downloads.records import DownloadState, RecordFile
-from mlx_manager.errors import ApiError, Conflict, NotFound, UpstreamUnavailable
+from mlx_manager.errors import (
+    ApiError,
+    Conflict,
+    InsufficientStorage,
+    NotFound,
+    UpstreamUnavailable,
+)
 
 COMMIT = "c" * 40
 
@@ -195,6 +201,15 @@ def test_partials_nobody_writes_are_dropped(
     with FileLock(tmp_path / ".locks" / "models--org--m" / "bbb.lock"):  # being written
         assert hub.drop_stale_partials("org/m") == 1
     assert not dead.exists() and live.exists() and whole.exists()
+
+
+def test_no_room_is_a_507_before_any_byte(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(hub, "free_bytes", lambda _path: 5_000_000)
+    hub.check_room(4_000_000)
+    with pytest.raises(InsufficientStorage) as caught:
+        hub.check_room(7_000_000)
+    assert caught.value.status == 507 and "5 MB free" in caught.value.message
+    assert "7 MB more" in caught.value.message
 
 
 def test_hub_errors_in_words() -> None:
