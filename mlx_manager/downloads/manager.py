@@ -22,6 +22,7 @@ import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,15 @@ log = logging.getLogger(__name__)
 
 OnDone = Callable[[str, Path], Awaitable[None]]
 CANCEL_WAIT_S = 5.0  # how long `cancel` waits for the worker to stop before answering
+
+
+@dataclass(slots=True)
+class _Stop:
+    """How a download is asked to stop (the worker thread polls `event`) and what it then
+    becomes: cancelled by a caller, interrupted by shutdown."""
+
+    event: threading.Event = field(default_factory=threading.Event)
+    becomes: DownloadState = DownloadState.CANCELLED
 
 
 class DownloadManager:
@@ -51,7 +61,7 @@ class DownloadManager:
         self._clock = clock
         self._records: dict[str, DownloadRecord] = {}
         self._transfers: dict[str, Transfer] = {}  # live counters of the running ones
-        self._stops: dict[str, tuple[threading.Event, list[DownloadState]]] = {}
+        self._stops: dict[str, _Stop] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._lock = threading.Lock()  # counters shared with the worker threads
         self._save_lock = threading.Lock()
@@ -104,7 +114,7 @@ class DownloadManager:
                 record.files = files
                 record.error_code = record.error = record.finished_at = record.path = None
             await asyncio.to_thread(self._save)
-            self._stops[record.id] = (threading.Event(), [DownloadState.CANCELLED])
+            self._stops[record.id] = _Stop()
             self._tasks[record.id] = asyncio.create_task(self._run(record))
             return record
 
@@ -135,9 +145,9 @@ class DownloadManager:
     def _stop(self, download_id: str, why: DownloadState) -> None:
         """Ask a download to stop: a running one stops at its next chunk (the hook raises),
         a queued one at once (its wait for the slot is cancelled)."""
-        event, reason = self._stops[download_id]
-        reason[0] = why
-        event.set()
+        stop = self._stops[download_id]
+        stop.becomes = why
+        stop.event.set()
         task = self._tasks.get(download_id)
         if task is not None and self._records[download_id].state is DownloadState.QUEUED:
             task.cancel()  # it waits for the slot: no await between the slot and DOWNLOADING
@@ -229,25 +239,25 @@ class DownloadManager:
         return plan, files
 
     async def _run(self, record: DownloadRecord) -> None:
-        event, reason = self._stops[record.id]
+        stop = self._stops[record.id]
         try:
             async with self._slot:
-                if event.is_set():
+                if stop.event.is_set():
                     raise hub.Cancelled
                 transfer = Transfer(record.files)
                 with self._lock:
                     self._transfers[record.id] = transfer
                     record.state = DownloadState.DOWNLOADING
                 await asyncio.to_thread(self._save)
-                snapshot = await asyncio.to_thread(self._fetch_all, record, transfer, event)
+                snapshot = await asyncio.to_thread(self._fetch_all, record, transfer, stop.event)
             record.path = str(snapshot)
             await self._finish(record, DownloadState.DONE)
             await self._on_done(record.repo_id, snapshot)
         except hub.Cancelled:
-            await self._finish(record, reason[0])
+            await self._finish(record, stop.becomes)
         except asyncio.CancelledError:
-            await self._finish(record, reason[0])
-            if not event.is_set():  # not our own stop (the loop is closing): pass it on
+            await self._finish(record, stop.becomes)
+            if not stop.event.is_set():  # not our own stop (the loop is closing): pass it on
                 raise
         except ApiError as exc:
             await self._finish(record, DownloadState.FAILED, exc.code, exc.message)
