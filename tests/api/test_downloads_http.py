@@ -5,7 +5,8 @@ Progress reaches 100% over SSE with growing byte counts and the model then answe
 completion by its HF id; a cancel stops mid-file; a server killed mid-download (SIGKILL)
 shows the download interrupted after a restart and resumes it without fetching its finished
 files again (the hub counts what it serves); a hub that dies mid-download fails the download
-with the cause in words, and an unreachable hub is a 502 at start.
+with the cause in words, and an unreachable hub is a 502 at start; a finished download is
+still served by its id after a restart with no hub.
 """
 
 from __future__ import annotations
@@ -245,6 +246,17 @@ def test_restart_resumes_without_refetching_then_hub_failures(
             hub_failures(hub, http)
     finally:
         second.stop()
+    third = start_server(hub, root, data, cache, root)  # the hub is gone now
+    try:
+        with httpx.Client(base_url=third.base_url, timeout=60) as http:
+            ids = {c["id"] for c in http.get("/v1/models").json()["data"]}
+            assert "tiny-org/tiny-resume" in ids  # a finished download stays served
+            assert "tiny-org/tiny-dies" not in ids
+            chat = {"model": "tiny-org/tiny-resume", "max_tokens": 2}
+            chat["messages"] = [{"role": "user", "content": "Hi"}]
+            assert http.post("/v1/chat/completions", json=chat).status_code == 200
+    finally:
+        third.stop()
 
 
 def hub_failures(hub: FakeHub, http: httpx.Client) -> None:
