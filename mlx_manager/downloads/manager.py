@@ -251,8 +251,8 @@ class DownloadManager:
                 await asyncio.to_thread(self._save)
                 snapshot = await asyncio.to_thread(self._fetch_all, record, transfer, stop.event)
             record.path = str(snapshot)
+            await self._on_done(record.repo_id, snapshot)  # served before anyone sees "done"
             await self._finish(record, DownloadState.DONE)
-            await self._on_done(record.repo_id, snapshot)
         except hub.Cancelled:
             await self._finish(record, stop.becomes)
         except asyncio.CancelledError:
