@@ -78,12 +78,13 @@ class Catalog:
             self._entries[entry.model_id] = entry
 
     def add(self, entry: CatalogEntry) -> bool:
-        """Serve one more model (a finished download) or its newer snapshot. A `--model` or
-        `--model-dir` model of the same id elsewhere keeps the id (False)."""
+        """Serve one more model (a finished download) or its newer snapshot. Only an entry
+        found in the HF cache or downloaded gives way; a configured (`--model`, the embedded
+        one) or `--model-dir` model of the same id elsewhere keeps the id (False)."""
         known = self._entries.get(entry.model_id)
         if (
             known is not None
-            and known.origin in ("model", "model-dir")
+            and known.origin not in ("hf-cache", "download")
             and known.path.resolve() != entry.path.resolve()
         ):
             log.warning(
