@@ -16,6 +16,8 @@ from mlx_manager.accounts.service import AccountService
 from mlx_manager.admin.pool_limits import PoolLimits
 from mlx_manager.audit.log import AuditLog
 from mlx_manager.config import Settings
+from mlx_manager.downloads.manager import DownloadManager
+from mlx_manager.downloads.records import RecordFile
 from mlx_manager.engine.commands import MlxMemory
 from mlx_manager.engine.core import EngineSnapshot
 from mlx_manager.engine.loop import EngineThread
@@ -29,7 +31,7 @@ from mlx_manager.models.sources import ModelSpec
 from mlx_manager.observability.registry import Metrics
 from mlx_manager.observability.route_telemetry import RouteTelemetry
 from mlx_manager.observability.tracing import start_tracing
-from mlx_manager.pool.catalog import CatalogEntry, build_catalog
+from mlx_manager.pool.catalog import CatalogEntry, build_catalog, describe
 from mlx_manager.pool.pool import ModelPool
 from mlx_manager.routing.aliases import AliasTable
 from mlx_manager.routing.build import build_generation
@@ -94,6 +96,11 @@ class Runtime:
         self.embeddings = EmbeddingService(self.host.execute, gate, engine_config)
         self.transcription = TranscriptionService(self.host.execute, gate)
         self.responses = ResponseStore()  # conversations for previous_response_id
+        self.downloads = DownloadManager(
+            RecordFile(self._store_config.resolved_data_dir() / "downloads.json"),
+            models_config.hub_timeout_s,
+            self._add_downloaded,
+        )
         self._unresolved: dict[str, str] = {}
         self._drain_timer: asyncio.TimerHandle | None = None
 
@@ -113,6 +120,7 @@ class Runtime:
         await self.accounts.start(AccountsRepository(self.database, keys))
         self.audit.start(self.database)
         await self.pool_limits.attach(LiveSettingsRepository(self.database))
+        await self.downloads.open()
 
     @property
     def state(self) -> EngineState:
@@ -143,11 +151,20 @@ class Runtime:
                 {spec.model_id for spec in specs if spec.is_embedded},
             )
             await self.pool.start(catalog, [spec.model_id for spec in specs])
+            for repo_id, path in self.downloads.finished():  # served after a restart too
+                await self._add_downloaded(repo_id, path)
         except Exception as exc:
             self.lifecycle.state = EngineState.FAILED
             self.lifecycle.load_error = f"{type(exc).__name__}: {without_paths(str(exc))}"
             raise
         self.lifecycle.state = EngineState.READY
+
+    async def _add_downloaded(self, repo_id: str, path: Path) -> None:
+        """A finished download joins the served models under its HF id."""
+        context = self._models_config.context_length
+        entry = await asyncio.to_thread(describe, repo_id, path, "download", context)
+        if self.pool.catalog.add(entry):
+            log.info("model %s is downloaded and served", repo_id)
 
     @property
     def failed_models(self) -> dict[str, str]:
@@ -201,6 +218,7 @@ class Runtime:
     async def stop(self) -> None:
         if self._drain_timer is not None:
             self._drain_timer.cancel()
+        await self.downloads.close()  # running downloads stay resumable
         await self.routing.close()
         await self.audit.close()  # writes the rows still queued
         if self.database is not None:

@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 class CatalogEntry:
     model_id: str
     path: Path
-    origin: str  # "model" (--model), "embedded" (the built-in default), "model-dir", "hf-cache"
+    origin: str  # "model" (--model), "embedded" (the built-in default), "model-dir", "hf-cache",
+    # "download" (a finished download)
     model_type: ModelType
     context_length: int
     family: str
@@ -75,6 +76,26 @@ class Catalog:
                     )
                 continue
             self._entries[entry.model_id] = entry
+
+    def add(self, entry: CatalogEntry) -> bool:
+        """Serve one more model (a finished download) or its newer snapshot. Only an entry
+        found in the HF cache or downloaded gives way; a configured (`--model`, the embedded
+        one) or `--model-dir` model of the same id elsewhere keeps the id (False)."""
+        known = self._entries.get(entry.model_id)
+        if (
+            known is not None
+            and known.origin not in ("hf-cache", "download")
+            and known.path.resolve() != entry.path.resolve()
+        ):
+            log.warning(
+                "model id %s is served from %s; not replacing it with %s",
+                entry.model_id,
+                known.path,
+                entry.path,
+            )
+            return False
+        self._entries[entry.model_id] = entry
+        return True
 
     def get(self, model_id: str) -> CatalogEntry | None:
         return self._entries.get(model_id)
