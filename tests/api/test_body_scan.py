@@ -102,3 +102,11 @@ def test_non_string_values_and_no_key_give_no_name() -> None:
 def test_more_names_than_any_body_needs_are_ambiguous() -> None:
     body = json.dumps({f"k{i}": {"model": f"m{i}"} for i in range(17)}).encode()
     assert scan(body).ambiguous
+
+
+@pytest.mark.parametrize("quotes", [0, 30, 63, 64, 65, 500])
+def test_keys_after_many_quotes_are_found(quotes: int) -> None:
+    """Quotes are hopped one by one while few, then searched for the key (code, quoting)."""
+    body = {"messages": [{"role": "user", "content": '"' * quotes}], "model": "tiny"}
+    for chunk in (None, 100, 4096):
+        assert scan(json.dumps(body).encode(), chunk).names == {"tiny"}
