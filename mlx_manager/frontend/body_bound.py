@@ -18,13 +18,16 @@ only when its bytes prove it carries at least `text_chars` characters of prompt 
   least 1/4 of a character per such byte).
 - Those strings' text is in the prompt the server counts: message contents, system prompts,
   instructions, completions' prompts, tool definitions, calls and results, all rendered into the
-  prompt text that prompt_size.py bounds.
+  prompt text that prompt_size.py bounds. (Images are base64 text, but a text model refuses
+  them with a 400 whatever their size, frontend/client.py.)
 - `allowance` covers what is not: ALLOWANCE_BYTES (1 MiB: stop strings, at most 4 x 1,000
-  characters, or 64 for Anthropic; metadata; response-format schemas, whose strings OpenAI caps
-  at 120,000 characters), STRUCTURE_BYTES per context token (each message, content part or tool
-  call the template renders adds a token or more, and its keys, role, type and punctuation
-  take fewer bytes; a token id of a completions prompt, a number, far fewer) and
-  BIAS_BYTES per vocabulary entry (a `logit_bias` entry for every token id).
+  characters, or 64 for Anthropic; response-format schemas, whose strings OpenAI caps at
+  120,000 characters; hints accepted and ignored, protocols/field_policy.py: metadata, a
+  tool's input_examples, a Responses reasoning item's encrypted content), STRUCTURE_BYTES per
+  context token (each message, content part or tool call the template renders adds a token
+  or more, and its keys, role, type and punctuation take fewer bytes; a token id of a
+  completions prompt, a number, far fewer) and BIAS_BYTES per vocabulary entry (a
+  `logit_bias` entry for every token id).
 
 So a body over the bound holds at least `text_chars` characters of prompt, which the server
 would refuse anyway (400 context_length_exceeded) after paying to parse it. What the argument
