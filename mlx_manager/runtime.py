@@ -34,6 +34,7 @@ from mlx_manager.observability.tracing import start_tracing
 from mlx_manager.pool.catalog import CatalogEntry, build_catalog, describe
 from mlx_manager.pool.pool import ModelPool
 from mlx_manager.routing.aliases import AliasTable
+from mlx_manager.routing.body_bounds import BodyBounds
 from mlx_manager.routing.build import build_generation
 from mlx_manager.routing.providers.local import LocalProvider
 from mlx_manager.security.secret_box import load_keyring
@@ -92,6 +93,7 @@ class Runtime:
             audit=self.audit.routes if self.audit.enabled else None,
         )
         self.metrics.watch_routing(self.generation)
+        self.body_bounds = BodyBounds(self.generation, self.pool.card)  # giant bodies: 413
         gate = ModelGate(self.pool, self.lifecycle, self.admission, self.aliases.resolve)
         self.embeddings = EmbeddingService(self.host.execute, gate, engine_config)
         self.transcription = TranscriptionService(self.host.execute, gate)

@@ -31,6 +31,7 @@ from mlx_manager.api import (
 )
 from mlx_manager.api.auth import AuthMiddleware, require_principal
 from mlx_manager.api.errors import install_error_handlers
+from mlx_manager.api.giant_body import giant_body_screens
 from mlx_manager.api.host_guard import LOOPBACK_NAMES, HostGuardMiddleware, allowed_host_names
 from mlx_manager.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from mlx_manager.api.unicode_guard import UnicodeGuardMiddleware
@@ -40,6 +41,7 @@ from mlx_manager.models.loaded import default_spec
 from mlx_manager.models.sources import parse_model_spec
 from mlx_manager.observability.trace_context import TraceContextMiddleware
 from mlx_manager.observability.tracing import tracing_enabled
+from mlx_manager.routing.body_bounds import BodyBounds
 from mlx_manager.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -60,6 +62,11 @@ def _offer_setup(runtime: Runtime, host: str) -> None:
         file=sys.stderr,
         flush=True,
     )
+
+
+def _body_bounds(app: FastAPI) -> BodyBounds | None:
+    runtime = getattr(app.state, "runtime", None)  # None before the lifespan starts
+    return runtime.body_bounds if runtime is not None else None
 
 
 def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None) -> FastAPI:
@@ -146,6 +153,7 @@ def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None
         BodyLimitMiddleware,
         limit=server.max_request_bytes,
         path_limits={audio_routes.TRANSCRIPTIONS_PATH: audio_routes.body_limit(server)},
+        screens=giant_body_screens(lambda: _body_bounds(app)),
     )
     app.add_middleware(AuthMiddleware, accounts=lambda: app.state.runtime.accounts)
     app.add_middleware(

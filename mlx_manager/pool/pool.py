@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from mlx_manager.config import PoolConfig
 from mlx_manager.engine.commands import LoadResult
 from mlx_manager.errors import ApiError, ModelBusy, ModelNotFound, NotFound, PoolFull, shorten
+from mlx_manager.models.card import ModelCard
 from mlx_manager.pool.budget import Limits, limits_for
 from mlx_manager.pool.catalog import Catalog, CatalogEntry
 from mlx_manager.pool.load_speed import LoadSpeed
@@ -135,6 +136,13 @@ class ModelPool:
 
     def resident(self, model_id: str) -> Resident | None:
         return self._residents.get(model_id)
+
+    def card(self, model_id: str) -> ModelCard | None:
+        """The card of a model loaded and ready now; None otherwise (nothing is loaded)."""
+        resident = self._residents.get(model_id)
+        if resident is None or resident.state is not _READY:
+            return None
+        return resident.loaded
 
     def is_loaded(self, model_id: str) -> bool:
         resident = self._residents.get(model_id)
