@@ -24,6 +24,7 @@ document.addEventListener("alpine:init", () => {
     init() {
       this.stop = ui.poll(() => this.refresh(), 3000);
       this.readLimits();
+      window.addEventListener("models-changed", () => this.refresh());
     },
     destroy() {
       this.stop();
@@ -108,6 +109,108 @@ document.addEventListener("alpine:init", () => {
       const ok = await ui.act("Going back to the start-up flags", async () => (reply = await ui.api("DELETE", "/admin/pool/limits")), "Limits back to the start-up flags");
       if (ok && reply) this.showLimits(reply);
       await this.refresh();
+    },
+  }));
+});
+
+/* Downloads from the Hugging Face hub (POST/GET/DELETE /admin/models/downloads...): progress
+   of each running download arrives over its SSE feed (GET .../{id}/events); when one is done
+   the catalog above is told to refresh (a "models-changed" event). */
+document.addEventListener("alpine:init", () => {
+  const ACTIVE = new Set(["queued", "downloading"]);
+  const BASE = "/admin/models/downloads";
+
+  Alpine.data("downloads", () => ({
+    repo: "",
+    revision: "",
+    items: [],
+    feeds: {},
+    problem: "",
+    async init() {
+      try {
+        const listing = await ui.api("GET", BASE);
+        this.items = listing.data;
+        for (const item of this.items) if (ACTIVE.has(item.state)) this.follow(item.id);
+      } catch (err) {
+        this.problem = "Could not list the downloads: " + err.message;
+      }
+    },
+    destroy() {
+      for (const feed of Object.values(this.feeds)) feed.close();
+    },
+    eta(seconds) {
+      if (seconds === null || seconds === undefined) return "–";
+      if (seconds < 60) return Math.ceil(seconds) + " s";
+      return Math.floor(seconds / 60) + " min " + Math.round(seconds % 60) + " s";
+    },
+    put(item) {
+      const index = this.items.findIndex((known) => known.id === item.id);
+      if (index === -1) this.items.unshift(item);
+      else this.items[index] = item;
+    },
+    follow(id) {
+      if (this.feeds[id]) return;
+      const feed = new EventSource(BASE + "/" + encodeURIComponent(id) + "/events");
+      this.feeds[id] = feed;
+      feed.addEventListener("progress", (event) => {
+        const item = JSON.parse(event.data);
+        this.put(item);
+        if (!ACTIVE.has(item.state)) this.unfollow(id, item);
+      });
+      // The feed ends when the download does; a broken feed falls back to one read.
+      feed.onerror = async () => {
+        this.unfollow(id, null);
+        try {
+          const item = await ui.api("GET", BASE + "/" + encodeURIComponent(id));
+          this.put(item);
+          if (ACTIVE.has(item.state)) setTimeout(() => this.follow(id), 1000);
+        } catch (err) {
+          this.problem = "Lost the progress of a download: " + err.message;
+        }
+      };
+    },
+    unfollow(id, item) {
+      const feed = this.feeds[id];
+      if (feed) feed.close();
+      delete this.feeds[id];
+      if (item && item.state === "done") {
+        ui.notify(item.repo_id + " downloaded; it is served by that id", "ok");
+        window.dispatchEvent(new CustomEvent("models-changed"));
+      }
+    },
+    async start() {
+      this.problem = "";
+      if (!this.repo) {
+        this.problem = "Enter a repository id such as owner/name.";
+        return;
+      }
+      const body = { repo_id: this.repo };
+      if (this.revision) body.revision = this.revision;
+      try {
+        const item = await ui.busy("Asking the hub for " + this.repo, () => ui.api("POST", BASE, body));
+        this.put(item);
+        this.follow(item.id);
+        this.repo = "";
+      } catch (err) {
+        this.problem = "Could not start the download: " + err.message;
+      }
+    },
+    async command(item, action) {
+      const label = action === "cancel" ? "Cancelling " : "Resuming ";
+      let reply = null;
+      await ui.act(label + item.repo_id, async () => {
+        reply = await ui.api("POST", BASE + "/" + encodeURIComponent(item.id) + "/" + action);
+      });
+      if (reply) {
+        this.put(reply);
+        if (ACTIVE.has(reply.state)) this.follow(reply.id);
+      }
+    },
+    async forget(item) {
+      const ok = await ui.act("Forgetting " + item.repo_id, () =>
+        ui.api("DELETE", BASE + "/" + encodeURIComponent(item.id)),
+      );
+      if (ok) this.items = this.items.filter((known) => known.id !== item.id);
     },
   }));
 });
