@@ -30,6 +30,7 @@ from mlx_manager.api import (
     system_routes,
 )
 from mlx_manager.api.auth import AuthMiddleware, require_principal
+from mlx_manager.api.body_pacer import BodyPacer
 from mlx_manager.api.errors import install_error_handlers
 from mlx_manager.api.giant_body import giant_body_screens
 from mlx_manager.api.host_guard import LOOPBACK_NAMES, HostGuardMiddleware, allowed_host_names
@@ -154,6 +155,7 @@ def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None
         limit=server.max_request_bytes,
         path_limits={audio_routes.TRANSCRIPTIONS_PATH: audio_routes.body_limit(server)},
         screens=giant_body_screens(lambda: _body_bounds(app)),
+        pacer=BodyPacer(server.large_body_rate_mb * 1e6) if server.large_body_rate_mb else None,
     )
     app.add_middleware(AuthMiddleware, accounts=lambda: app.state.runtime.accounts)
     app.add_middleware(

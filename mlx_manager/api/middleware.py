@@ -10,6 +10,7 @@ from typing import Protocol
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from mlx_manager.api.body_pacer import BodyPacer
 from mlx_manager.api.dialect import is_anthropic
 from mlx_manager.errors import ApiError, RequestTooLarge
 from mlx_manager.observability.logs import REQUEST_ID
@@ -78,6 +79,7 @@ class BodyLimitMiddleware:
     `path_limits` gives some paths their own limit (audio uploads are larger than JSON).
     `screens` gives a request a `BodyScreen` (or None): a giant body that cannot fit its model
     (api/giant_body.py) is refused here, before anything downstream buffers or parses it.
+    `pacer` reads the large part of large bodies at a rate shared by all (api/body_pacer.py).
     """
 
     def __init__(
@@ -86,8 +88,10 @@ class BodyLimitMiddleware:
         limit: int,
         path_limits: dict[str, int] | None = None,
         screens: Callable[[Scope], BodyScreen | None] | None = None,
+        pacer: BodyPacer | None = None,
     ) -> None:
         self.app = app
+        self.pacer = pacer
         self.limit = limit
         self.path_limits = path_limits or {}
         self.screens = screens
@@ -113,6 +117,8 @@ class BodyLimitMiddleware:
                 await self.app(scope, replay_body([], message), send)
                 return
             chunks.append(message.get("body", b""))
+            if self.pacer is not None:
+                await self.pacer.pace(size, len(chunks[-1]))
             size += len(chunks[-1])
             if size > limit:
                 await self._reject(scope, send, limit)
