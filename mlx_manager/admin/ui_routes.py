@@ -62,15 +62,16 @@ UiAdmin = Annotated[Principal, Depends(require_ui_admin)]
 class NavItem:
     label: str
     path: str
+    template: str  # its page shell: the data comes from the JSON APIs, read by its script
 
 
 NAV = (
-    NavItem("Dashboard", UI_ROOT),
-    NavItem("Models", f"{UI_ROOT}/models"),
-    NavItem("Providers & routing", f"{UI_ROOT}/providers"),
-    NavItem("Users & keys", f"{UI_ROOT}/users"),
-    NavItem("Request log", f"{UI_ROOT}/requests"),
-    NavItem("Playground", f"{UI_ROOT}/playground"),
+    NavItem("Dashboard", UI_ROOT, "dashboard.html"),
+    NavItem("Models", f"{UI_ROOT}/models", "models.html"),
+    NavItem("Providers & routing", f"{UI_ROOT}/providers", "providers.html"),
+    NavItem("Users & keys", f"{UI_ROOT}/users", "users.html"),
+    NavItem("Request log", f"{UI_ROOT}/requests", "requests.html"),
+    NavItem("Playground", f"{UI_ROOT}/playground", "playground.html"),
 )
 # The routers whose GET routes are pages; a nav entry without one shows as not yet available.
 PAGE_ROUTERS: list[APIRouter] = [router]
@@ -122,34 +123,17 @@ async def login_page(request: Request, next: str | None = None) -> Response:
     return render(request, "login.html", "Sign in", None, next_path=target)
 
 
-@router.get("")
-async def dashboard(request: Request, principal: UiAdmin) -> Response:
-    return render(request, "dashboard.html", "Dashboard", principal)
+def _serve_page(item: NavItem) -> None:
+    """The nav entry's page on the admins' router: its shell in the base layout."""
+
+    async def page(request: Request, principal: UiAdmin) -> Response:
+        return render(request, item.template, item.label, principal)
+
+    router.add_api_route(item.path.removeprefix(UI_ROOT), page, methods=["GET"])
 
 
-@router.get("/users")
-async def users(request: Request, principal: UiAdmin) -> Response:
-    return render(request, "users.html", "Users & keys", principal)
-
-
-@router.get("/providers")
-async def providers(request: Request, principal: UiAdmin) -> Response:
-    return render(request, "providers.html", "Providers & routing", principal)
-
-
-@router.get("/models")
-async def models(request: Request, principal: UiAdmin) -> Response:
-    return render(request, "models.html", "Models", principal)
-
-
-@router.get("/requests")
-async def request_log(request: Request, principal: UiAdmin) -> Response:
-    return render(request, "requests.html", "Request log", principal)
-
-
-@router.get("/playground")
-async def playground(request: Request, principal: UiAdmin) -> Response:
-    return render(request, "playground.html", "Playground", principal)
+for _item in NAV:
+    _serve_page(_item)
 
 
 async def _to_login(request: Request, exc: Exception) -> Response:
