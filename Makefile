@@ -9,7 +9,7 @@ OPENBLAS := /usr/lib/x86_64-linux-gnu/libopenblas.so.0
 LINT_PATHS := mlx_manager tests $(wildcard benchmarks)
 PRELOAD := $(if $(wildcard $(OPENBLAS)),LD_PRELOAD=$(OPENBLAS),)
 
-.PHONY: serve test lint bootstrap clean speech-tools agent-clis postgres
+.PHONY: serve test lint bootstrap clean speech-tools agent-clis postgres browser ui-assets
 
 bootstrap: $(VENV)/.installed
 
@@ -61,6 +61,42 @@ postgres:
 		fi; \
 	fi
 
+# The web UI's browser tests (tests/fixtures/browser.py) drive Debian's headless Chromium through
+# chromedriver and skip without them: install them where we can.
+browser:
+	@if ! { command -v chromium && command -v chromedriver; } >/dev/null; then \
+		if [ "$(UNAME)" = "Linux" ] && [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
+			echo "installing chromium and chromium-driver (web UI tests)"; \
+			(apt-get update -qq >/dev/null && apt-get install -y -qq chromium chromium-driver >/dev/null) \
+				|| echo "chromium install skipped: the web UI browser tests will be skipped"; \
+		else \
+			echo "chromium not found: the web UI browser tests will be skipped"; \
+		fi; \
+	fi
+
+# The web UI's vendored scripts (mlx_manager/admin/static/vendor/VENDORED.md) and axe-core for
+# its accessibility tests: re-fetched from npm at these versions. Only a developer runs this;
+# installing or running the server never needs Node.
+HTMX_VERSION := 2.0.11
+ALPINE_VERSION := 3.17.5
+AXE_VERSION := 4.14.1
+UI_VENDOR := mlx_manager/admin/static/vendor
+
+ui-assets:
+	@command -v npm >/dev/null || { echo "ui-assets needs npm"; exit 1; }
+	rm -rf .ui-assets && mkdir -p .ui-assets
+	cd .ui-assets && npm pack --silent htmx.org@$(HTMX_VERSION) alpinejs@$(ALPINE_VERSION) axe-core@$(AXE_VERSION) >/dev/null
+	cd .ui-assets && for pkg in htmx.org-$(HTMX_VERSION) alpinejs-$(ALPINE_VERSION) axe-core-$(AXE_VERSION); do \
+		mkdir -p $$pkg && tar xzf $$pkg.tgz -C $$pkg; done
+	cp .ui-assets/htmx.org-$(HTMX_VERSION)/package/dist/htmx.min.js $(UI_VENDOR)/htmx.min.js
+	cp .ui-assets/htmx.org-$(HTMX_VERSION)/package/LICENSE $(UI_VENDOR)/htmx.LICENSE
+	# alpinejs ships no licence file in its npm package: alpine.LICENSE is kept from its repository.
+	cp .ui-assets/alpinejs-$(ALPINE_VERSION)/package/dist/cdn.min.js $(UI_VENDOR)/alpine.min.js
+	cp .ui-assets/axe-core-$(AXE_VERSION)/package/axe.min.js tests/fixtures/axe.min.js
+	cp .ui-assets/axe-core-$(AXE_VERSION)/package/LICENSE tests/fixtures/axe.LICENSE
+	rm -rf .ui-assets
+	@echo "vendored htmx $(HTMX_VERSION), Alpine.js $(ALPINE_VERSION), axe-core $(AXE_VERSION): update VENDORED.md"
+
 # Claude Code and Codex CLI for tests/api/test_agent_clis.py (skipped without them), local to
 # the checkout, pinned. `make test` tries to install them where npm is; a failure skips them.
 AGENT_CLIS := @anthropic-ai/claude-code@2.1.197 @openai/codex@0.171.0
@@ -78,7 +114,7 @@ agent-clis:
 		fi; \
 	fi
 
-test: bootstrap speech-tools agent-clis postgres
+test: bootstrap speech-tools agent-clis postgres browser
 	$(VENV)/bin/ruff check $(LINT_PATHS)
 	$(VENV)/bin/mypy
 	$(PRELOAD) $(PY) -m pytest $(ARGS)

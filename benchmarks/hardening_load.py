@@ -22,8 +22,9 @@ Server A (`--max-num-seqs 256 --max-waiting-requests 1024`, the defaults, writte
 4. attack: the idle TTFT again, then in a separate process --idle-connections TCP connections
    (half silent, half with half a request line) and --giants workers each keeping one
    ~--giant-mib MiB chat prompt in flight (the next sent as soon as the last is answered; the
-   server refuses them by length with 400), while --probes TTFTs are measured one after the
-   other. Target: median TTFT under attack <= 2x idle. The report says how many idle
+   server refuses them with 413 before parsing them, a body too large for the model's bound,
+   or with 400 by length after parsing where the model has no bound), while --probes TTFTs
+   are measured one after the other. Target: median TTFT under attack <= 2x idle. The report says how many idle
    connections were still open at the end and every giant's status.
 
 Server B (`--max-waiting-requests 8 --max-num-seqs 4`):

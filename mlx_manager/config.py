@@ -252,6 +252,13 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(
         16 * 1024 * 1024, ge=1024, description="Largest request body accepted (bytes); 413 above."
     )
+    large_body_rate_mb: float = Field(
+        64.0,
+        ge=0,
+        description="MB/s at which the server reads the part of request bodies past their "
+        "first MiB, shared by all connections, so clients sending giant bodies cannot starve "
+        "other requests of the event loop; 0 reads them as fast as they come.",
+    )
     max_header_bytes: int = Field(
         64 * 1024,
         ge=1024,
@@ -661,6 +668,7 @@ class ServerConfig(SubConfig):
     host: str = setting()
     port: int = setting()
     max_request_bytes: int = setting()
+    large_body_rate_mb: float = setting()
     max_header_bytes: int = setting()
     header_timeout: float = setting()
     body_timeout: float = setting()

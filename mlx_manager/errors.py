@@ -228,6 +228,13 @@ class LoadOverBudget(Overloaded):
     default_code = "local_load_over_budget"
 
 
+class InsufficientStorage(ApiError):
+    """The server's disk cannot hold what the request would write (a model download)."""
+
+    status = 507
+    default_code = "insufficient_storage"
+
+
 class InternalError(ApiError):
     status = 500
     default_code = "internal_error"

@@ -13,8 +13,11 @@ from pathlib import Path
 from sqlalchemy.exc import SQLAlchemyError
 
 from mlx_manager.accounts.service import AccountService
+from mlx_manager.admin.pool_limits import PoolLimits
 from mlx_manager.audit.log import AuditLog
 from mlx_manager.config import Settings
+from mlx_manager.downloads.manager import DownloadManager
+from mlx_manager.downloads.records import RecordFile
 from mlx_manager.engine.commands import MlxMemory
 from mlx_manager.engine.core import EngineSnapshot
 from mlx_manager.engine.loop import EngineThread
@@ -23,13 +26,15 @@ from mlx_manager.frontend.admission import Admission
 from mlx_manager.frontend.client import EngineClient
 from mlx_manager.frontend.lifecycle import EngineState, Lifecycle
 from mlx_manager.frontend.model_host import EngineModelHost
+from mlx_manager.models.badges import BadgeCache
 from mlx_manager.models.sources import ModelSpec
 from mlx_manager.observability.registry import Metrics
 from mlx_manager.observability.route_telemetry import RouteTelemetry
 from mlx_manager.observability.tracing import start_tracing
-from mlx_manager.pool.catalog import CatalogEntry, build_catalog
+from mlx_manager.pool.catalog import CatalogEntry, build_catalog, describe
 from mlx_manager.pool.pool import ModelPool
 from mlx_manager.routing.aliases import AliasTable
+from mlx_manager.routing.body_bounds import BodyBounds
 from mlx_manager.routing.build import build_generation
 from mlx_manager.routing.providers.local import LocalProvider
 from mlx_manager.security.secret_box import load_keyring
@@ -39,6 +44,7 @@ from mlx_manager.services.response_store import ResponseStore
 from mlx_manager.services.transcription import TranscriptionService
 from mlx_manager.store.accounts_repo import AccountsRepository
 from mlx_manager.store.database import Database
+from mlx_manager.store.live_settings_repo import LiveSettingsRepository
 from mlx_manager.store.routing_repo import RoutingRepository
 from mlx_manager.store.urls import database_urls
 from mlx_manager.types import ModelInfo
@@ -54,6 +60,8 @@ class Runtime:
         self.thread = EngineThread(engine_config)
         self.host = EngineModelHost(self.thread, engine_config, models_config)
         self.pool = ModelPool(self._pool_config, self.host)
+        self.pool_limits = PoolLimits(self.pool, self._pool_config)  # live overrides
+        self.badges = BadgeCache()  # the catalog's badges, per model directory
         self.lifecycle = Lifecycle()
         self.admission = Admission(engine_config.max_waiting_requests, self.thread.queued)
         self.aliases = AliasTable.parse(settings.server().model_aliases)
@@ -85,10 +93,16 @@ class Runtime:
             audit=self.audit.routes if self.audit.enabled else None,
         )
         self.metrics.watch_routing(self.generation)
+        self.body_bounds = BodyBounds(self.generation, self.pool.card)  # giant bodies: 413
         gate = ModelGate(self.pool, self.lifecycle, self.admission, self.aliases.resolve)
         self.embeddings = EmbeddingService(self.host.execute, gate, engine_config)
         self.transcription = TranscriptionService(self.host.execute, gate)
         self.responses = ResponseStore()  # conversations for previous_response_id
+        self.downloads = DownloadManager(
+            RecordFile(self._store_config.resolved_data_dir() / "downloads.json"),
+            models_config.hub_timeout_s,
+            self._add_downloaded,
+        )
         self._unresolved: dict[str, str] = {}
         self._drain_timer: asyncio.TimerHandle | None = None
 
@@ -107,6 +121,8 @@ class Runtime:
         await self.routing.attach(RoutingRepository(self.database, keys))
         await self.accounts.start(AccountsRepository(self.database, keys))
         self.audit.start(self.database)
+        await self.pool_limits.attach(LiveSettingsRepository(self.database))
+        await self.downloads.open()
 
     @property
     def state(self) -> EngineState:
@@ -134,13 +150,23 @@ class Runtime:
                 pool.model_dirs,
                 pool.scan_hf_cache,
                 self._models_config.context_length,
+                {spec.model_id for spec in specs if spec.is_embedded},
             )
             await self.pool.start(catalog, [spec.model_id for spec in specs])
+            for repo_id, path in self.downloads.finished():  # served after a restart too
+                await self._add_downloaded(repo_id, path)
         except Exception as exc:
             self.lifecycle.state = EngineState.FAILED
             self.lifecycle.load_error = f"{type(exc).__name__}: {without_paths(str(exc))}"
             raise
         self.lifecycle.state = EngineState.READY
+
+    async def _add_downloaded(self, repo_id: str, path: Path) -> None:
+        """A finished download joins the served models under its HF id."""
+        context = self._models_config.context_length
+        entry = await asyncio.to_thread(describe, repo_id, path, "download", context)
+        if self.pool.catalog.add(entry):
+            log.info("model %s is downloaded and served", repo_id)
 
     @property
     def failed_models(self) -> dict[str, str]:
@@ -194,6 +220,7 @@ class Runtime:
     async def stop(self) -> None:
         if self._drain_timer is not None:
             self._drain_timer.cancel()
+        await self.downloads.close()  # running downloads stay resumable
         await self.routing.close()
         await self.audit.close()  # writes the rows still queued
         if self.database is not None:

@@ -12,6 +12,7 @@ import openai
 import pytest
 
 from mlx_manager.models.default_model import DEFAULT_MODEL_NAME, ensure_embedded_model
+from tests.fixtures.browser import browser, ui_server
 from tests.fixtures.embeddings import embeddings_server, minilm_dir
 from tests.fixtures.pool_models import pool_model_root
 from tests.fixtures.postgres import postgres_server, postgres_url
@@ -22,6 +23,7 @@ from tests.fixtures.vision_models import tiny_smolvlm_dir
 
 # Session fixtures shared by every test package.
 __all__ = [
+    "browser",
     "embeddings_server",
     "fox_wav",
     "minilm_dir",
@@ -30,6 +32,7 @@ __all__ = [
     "postgres_url",
     "tiny_model_dirs",
     "tiny_smolvlm_dir",
+    "ui_server",
     "whisper_dir",
 ]
 

@@ -18,7 +18,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("cli",),
     ("api", "admin", "runtime"),
     ("routing", "accounts", "audit", "observability"),
-    ("frontend", "services", "protocols", "security", "store"),
+    ("frontend", "services", "protocols", "security", "store", "downloads"),
     ("pool",),
     ("engine",),
     ("kv", "runner"),

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 
+from mlx_manager.admin import ui_routes
 from mlx_manager.api import (
     account_admin_routes,
     admin_routes,
@@ -18,16 +19,20 @@ from mlx_manager.api import (
     audit_routes,
     auth_routes,
     docs_routes,
+    download_routes,
     embeddings_routes,
     metrics_routes,
     openai_routes,
+    pool_routes,
     provider_routes,
     responses_routes,
     routing_routes,
     system_routes,
 )
 from mlx_manager.api.auth import AuthMiddleware, require_principal
+from mlx_manager.api.body_pacer import BodyPacer
 from mlx_manager.api.errors import install_error_handlers
+from mlx_manager.api.giant_body import giant_body_screens
 from mlx_manager.api.host_guard import LOOPBACK_NAMES, HostGuardMiddleware, allowed_host_names
 from mlx_manager.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from mlx_manager.api.unicode_guard import UnicodeGuardMiddleware
@@ -37,6 +42,7 @@ from mlx_manager.models.loaded import default_spec
 from mlx_manager.models.sources import parse_model_spec
 from mlx_manager.observability.trace_context import TraceContextMiddleware
 from mlx_manager.observability.tracing import tracing_enabled
+from mlx_manager.routing.body_bounds import BodyBounds
 from mlx_manager.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -57,6 +63,11 @@ def _offer_setup(runtime: Runtime, host: str) -> None:
         file=sys.stderr,
         flush=True,
     )
+
+
+def _body_bounds(app: FastAPI) -> BodyBounds | None:
+    runtime = getattr(app.state, "runtime", None)  # None before the lifespan starts
+    return runtime.body_bounds if runtime is not None else None
 
 
 def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None) -> FastAPI:
@@ -124,6 +135,8 @@ def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None
         anthropic_routes.router,
         audio_routes.router,
         admin_routes.router,
+        pool_routes.router,
+        download_routes.router,
         routing_routes.router,
         provider_routes.router,
         account_admin_routes.router,
@@ -133,6 +146,7 @@ def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None
         protected.append(metrics_routes.router)
     for router in protected:  # deny by default: the router carries the check
         app.include_router(router, dependencies=[Depends(require_principal)])
+    ui_routes.install(app)  # the web UI: its pages carry their own check (a login redirect)
     # Added last = outermost: the request id also marks 401 and 413 answers.
     app.state.audio_limits = audio_routes.audio_limits(server)
     app.add_middleware(UnicodeGuardMiddleware)  # inside the body limit: reads a bounded body
@@ -140,6 +154,8 @@ def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None
         BodyLimitMiddleware,
         limit=server.max_request_bytes,
         path_limits={audio_routes.TRANSCRIPTIONS_PATH: audio_routes.body_limit(server)},
+        screens=giant_body_screens(lambda: _body_bounds(app)),
+        pacer=BodyPacer(server.large_body_rate_mb * 1e6) if server.large_body_rate_mb else None,
     )
     app.add_middleware(AuthMiddleware, accounts=lambda: app.state.runtime.accounts)
     app.add_middleware(

@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from collections.abc import Callable
+from typing import Protocol
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from mlx_manager.api.body_pacer import BodyPacer
 from mlx_manager.api.dialect import is_anthropic
 from mlx_manager.errors import ApiError, RequestTooLarge
 from mlx_manager.observability.logs import REQUEST_ID
@@ -62,16 +65,36 @@ def replay_body(chunks: list[bytes], final: Message | None, then: Receive | None
     return receive
 
 
+class BodyScreen(Protocol):
+    """Sees a body's chunks as they arrive; may refuse the body once it is in, unparsed."""
+
+    def feed(self, chunk: bytes) -> None: ...
+
+    def refusal(self) -> ApiError | None: ...
+
+
 class BodyLimitMiddleware:
     """413 for bodies over `limit` bytes, by Content-Length or while streaming the body in.
 
     `path_limits` gives some paths their own limit (audio uploads are larger than JSON).
+    `screens` gives a request a `BodyScreen` (or None): a giant body that cannot fit its model
+    (api/giant_body.py) is refused here, before anything downstream buffers or parses it.
+    `pacer` reads the large part of large bodies at a rate shared by all (api/body_pacer.py).
     """
 
-    def __init__(self, app: ASGIApp, limit: int, path_limits: dict[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        limit: int,
+        path_limits: dict[str, int] | None = None,
+        screens: Callable[[Scope], BodyScreen | None] | None = None,
+        pacer: BodyPacer | None = None,
+    ) -> None:
         self.app = app
+        self.pacer = pacer
         self.limit = limit
         self.path_limits = path_limits or {}
+        self.screens = screens
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -84,6 +107,7 @@ class BodyLimitMiddleware:
             return
         # Read the body up front (bounded by the limit) so an oversized chunked upload is a
         # clean 413 rather than a parse error deep inside the framework.
+        screen = self.screens(scope) if self.screens is not None else None
         chunks: list[bytes] = []
         size = 0
         more = True
@@ -93,11 +117,19 @@ class BodyLimitMiddleware:
                 await self.app(scope, replay_body([], message), send)
                 return
             chunks.append(message.get("body", b""))
+            if self.pacer is not None:
+                await self.pacer.pace(size, len(chunks[-1]))
             size += len(chunks[-1])
             if size > limit:
                 await self._reject(scope, send, limit)
                 return
+            if screen is not None:
+                screen.feed(chunks[-1])
             more = bool(message.get("more_body", False))
+        refusal = screen.refusal() if screen is not None else None
+        if refusal is not None:
+            await send_error(scope, send, refusal)
+            return
         await self.app(scope, replay_body(chunks, None, receive), send)
 
     def _message(self, limit: int) -> str:

@@ -15,8 +15,8 @@ from huggingface_hub.errors import LocalEntryNotFoundError
 
 EMBEDDED = "embedded"
 
-# The files mlx-lm needs; weights in other formats are never fetched.
-_ALLOW_PATTERNS = [
+# The files mlx-lm needs; weights in other formats are never fetched (downloads/ uses it too).
+ALLOW_PATTERNS = [
     "*.json",
     "*.safetensors",
     "*.py",
@@ -70,7 +70,7 @@ def resolve_model_dir(source: str, hub_timeout_s: float) -> Path:
 def _resolve_hf_id(repo_id: str, hub_timeout_s: float) -> Path:
     try:
         return Path(
-            snapshot_download(repo_id, local_files_only=True, allow_patterns=_ALLOW_PATTERNS)
+            snapshot_download(repo_id, local_files_only=True, allow_patterns=ALLOW_PATTERNS)
         )
     except LocalEntryNotFoundError:
         pass
@@ -88,6 +88,6 @@ def _resolve_hf_id(repo_id: str, hub_timeout_s: float) -> Path:
             f"is unreachable or does not know it: {type(exc).__name__}: {exc}"
         ) from exc
     try:
-        return Path(snapshot_download(repo_id, allow_patterns=_ALLOW_PATTERNS))
+        return Path(snapshot_download(repo_id, allow_patterns=ALLOW_PATTERNS))
     except Exception as exc:
         raise ModelSourceError(f"downloading {repo_id!r} failed: {exc}") from exc

@@ -10,16 +10,15 @@ numbers read from MLX.
 
 from __future__ import annotations
 
-import json
 import os
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 from mlx_manager.config import PoolConfig
+from mlx_manager.models.detection import read_config
+from mlx_manager.models.weights_meta import weights_info
 
 GB = 1e9
-_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "U32": 4, "I8": 1}
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,66 +56,17 @@ def estimate_loaded_weight_bytes(path: Path, cpu_float32_max_gb: float) -> int:
     """Weights once loaded, counting the CPU backend's float32 upcast where it will happen."""
     import mlx.core as mx
 
-    if cpu_float32_max_gb > 0 and mx.default_device().type == mx.DeviceType.cpu:
-        dense = estimate_weight_bytes(path, dense_float32=True)
-        if dense <= cpu_float32_max_gb * GB:
-            return dense
-    return estimate_weight_bytes(path, dense_float32=False)
+    info = weights_info(path, read_config(path))
+    on_cpu = mx.default_device().type == mx.DeviceType.cpu
+    if on_cpu and 0 < info.dense_float32_bytes <= cpu_float32_max_gb * GB:
+        return info.dense_float32_bytes  # densify_for_cpu will upcast it
+    return info.stored_bytes
 
 
 def estimate_weight_bytes(path: Path, dense_float32: bool) -> int:
     """Bytes the weights in `path` take once loaded (as float32 when `dense_float32`)."""
-    bits = _quant_bits(path)
-    total = 0
-    for file in sorted(path.glob("*.safetensors")):
-        header = _safetensors_header(file)
-        if header is None:
-            total += _size(file)
-            continue
-        total += _tensor_bytes(header, bits if dense_float32 else None)
-    return total
-
-
-def _tensor_bytes(header: dict[str, dict[str, object]], quant_bits: int | None) -> int:
-    total = 0
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        shape = info.get("shape")
-        count = 1
-        for dim in shape if isinstance(shape, list) else []:
-            count *= int(dim)
-        dtype = str(info.get("dtype"))
-        if quant_bits is None:
-            total += count * _DTYPE_BYTES.get(dtype, 4)
-        elif name.endswith((".scales", ".biases")):
-            continue  # folded into the dense weight
-        elif dtype == "U32" and name.endswith(".weight"):
-            total += 4 * count * (32 // quant_bits)
-        else:
-            total += 4 * count
-    return total
-
-
-def _quant_bits(path: Path) -> int:
-    try:
-        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
-        quant = config.get("quantization") or config.get("quantization_config") or {}
-        return int(quant.get("bits", 4))
-    except (OSError, ValueError, AttributeError, TypeError):
-        return 4
-
-
-def _safetensors_header(file: Path) -> dict[str, dict[str, object]] | None:
-    try:
-        with file.open("rb") as handle:
-            (length,) = struct.unpack("<Q", handle.read(8))
-            if length > 100_000_000:
-                return None
-            header = json.loads(handle.read(length))
-    except (OSError, ValueError, struct.error):
-        return None
-    return header if isinstance(header, dict) else None
+    info = weights_info(path, read_config(path))
+    return info.dense_float32_bytes if dense_float32 else info.stored_bytes
 
 
 def _size(file: Path) -> int:

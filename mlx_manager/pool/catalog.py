@@ -9,7 +9,7 @@ Configured `--model` ids win over discovered ones, then `--model-dir`s in order,
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 class CatalogEntry:
     model_id: str
     path: Path
-    origin: str  # "model" (--model), "model-dir", "hf-cache"
+    origin: str  # "model" (--model), "embedded" (the built-in default), "model-dir", "hf-cache",
+    # "download" (a finished download)
     model_type: ModelType
     context_length: int
     family: str
@@ -76,6 +77,26 @@ class Catalog:
                 continue
             self._entries[entry.model_id] = entry
 
+    def add(self, entry: CatalogEntry) -> bool:
+        """Serve one more model (a finished download) or its newer snapshot. Only an entry
+        found in the HF cache or downloaded gives way; a configured (`--model`, the embedded
+        one) or `--model-dir` model of the same id elsewhere keeps the id (False)."""
+        known = self._entries.get(entry.model_id)
+        if (
+            known is not None
+            and known.origin not in ("hf-cache", "download")
+            and known.path.resolve() != entry.path.resolve()
+        ):
+            log.warning(
+                "model id %s is served from %s; not replacing it with %s",
+                entry.model_id,
+                known.path,
+                entry.path,
+            )
+            return False
+        self._entries[entry.model_id] = entry
+        return True
+
     def get(self, model_id: str) -> CatalogEntry | None:
         return self._entries.get(model_id)
 
@@ -97,9 +118,14 @@ def build_catalog(
     model_dirs: Iterable[Path] = (),
     hf_cache: bool = False,
     context_override: int | None = None,
+    embedded: Collection[str] = (),
 ) -> Catalog:
-    """Configured (id, resolved dir) pairs first, then discovered models. Reads only metadata."""
-    entries = [describe(i, p, "model", context_override) for i, p in configured]
+    """Configured (id, resolved dir) pairs first (`embedded` names those that are the built-in
+    default model), then discovered models. Reads only metadata."""
+    entries = [
+        describe(i, p, "embedded" if i in embedded else "model", context_override)
+        for i, p in configured
+    ]
     for root in model_dirs:
         entries += _described(scan_model_dir(root), "model-dir", context_override)
     if hf_cache:

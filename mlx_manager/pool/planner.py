@@ -46,6 +46,31 @@ def plan_eviction(
     return victims
 
 
+def plan_trim(
+    residents: Iterable[Resident], limits: Limits, keep: Resident | None = None
+) -> list[Resident]:
+    """Idle models (LRU first, never `keep`) to evict so the pool fits `limits` again: after
+    a load whose real size beat its estimate, or when the limits were lowered. Busy and
+    pinned models are never chosen, so the pool may stay over its limits (see `blockers`)."""
+    counted = [r for r in residents if r.state is not ResidentState.UNLOADING]
+    count, used = len(counted), sum(r.accounted_bytes for r in counted)
+    candidates = (r for r in counted if r.evictable and r is not keep)
+    victims: list[Resident] = []
+    for victim in sorted(candidates, key=lambda r: r.lru):
+        if not _over(limits, count, used):
+            break
+        victims.append(victim)
+        count -= 1
+        used -= victim.accounted_bytes
+    return victims
+
+
+def blockers(residents: Iterable[Resident]) -> str:
+    """Which resident models cannot be evicted now, and why ("busy: a; pinned: b")."""
+    counted = [r for r in residents if r.state is not ResidentState.UNLOADING]
+    return _why(counted)
+
+
 def over_budget(residents: Iterable[Resident], limits: Limits) -> bool:
     counted = [r for r in residents if r.state is not ResidentState.UNLOADING]
     return _over(limits, len(counted), sum(r.accounted_bytes for r in counted))
@@ -58,12 +83,7 @@ def _over(limits: Limits, count: int, used: int) -> bool:
 
 
 def _full_message(model_id: str, counted: list[Resident], limits: Limits) -> str:
-    groups = {
-        "busy": [r.model_id for r in counted if r.in_flight],
-        "pinned": [r.model_id for r in counted if r.pinned],
-        "loading": [r.model_id for r in counted if r.state is ResidentState.LOADING],
-    }
-    why = "; ".join(f"{name}: {', '.join(ids)}" for name, ids in groups.items() if ids)
+    why = _why(counted)
     limit = []
     if limits.max_models is not None:
         limit.append(f"max {limits.max_models} models")
@@ -74,3 +94,12 @@ def _full_message(model_id: str, counted: list[Resident], limits: Limits) -> str
         f"({', '.join(limit)}) and no resident model can be evicted ({why or 'none idle'}). "
         f"Retry later."
     )
+
+
+def _why(counted: list[Resident]) -> str:
+    groups = {
+        "busy": [r.model_id for r in counted if r.in_flight],
+        "pinned": [r.model_id for r in counted if r.pinned],
+        "loading": [r.model_id for r in counted if r.state is ResidentState.LOADING],
+    }
+    return "; ".join(f"{name}: {', '.join(ids)}" for name, ids in groups.items() if ids)

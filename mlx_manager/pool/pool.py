@@ -23,10 +23,17 @@ from typing import Any, Protocol
 from mlx_manager.config import PoolConfig
 from mlx_manager.engine.commands import LoadResult
 from mlx_manager.errors import ApiError, ModelBusy, ModelNotFound, NotFound, PoolFull, shorten
+from mlx_manager.models.card import ModelCard
 from mlx_manager.pool.budget import Limits, limits_for
 from mlx_manager.pool.catalog import Catalog, CatalogEntry
 from mlx_manager.pool.load_speed import LoadSpeed
-from mlx_manager.pool.planner import RETRY_AFTER_S, over_budget, plan_eviction
+from mlx_manager.pool.planner import (
+    RETRY_AFTER_S,
+    blockers,
+    over_budget,
+    plan_eviction,
+    plan_trim,
+)
 from mlx_manager.pool.residency import Residency, ResidencyState, planned_residency
 from mlx_manager.pool.resident import (
     Lease,
@@ -130,6 +137,13 @@ class ModelPool:
     def resident(self, model_id: str) -> Resident | None:
         return self._residents.get(model_id)
 
+    def card(self, model_id: str) -> ModelCard | None:
+        """The card of a model loaded and ready now; None otherwise (nothing is loaded)."""
+        resident = self._residents.get(model_id)
+        if resident is None or resident.state is not _READY:
+            return None
+        return resident.loaded
+
     def is_loaded(self, model_id: str) -> bool:
         resident = self._residents.get(model_id)
         return resident is not None and resident.state is _READY
@@ -149,13 +163,19 @@ class ModelPool:
             left = max(load_s - (time.monotonic() - resident.created), 0.0)
             return Residency(model_id, ResidencyState.LOADING, left)
         try:
-            estimate = self._estimates.get(model_id)
-            if estimate is None:
-                estimate = self._estimates[model_id] = self._host.estimate_bytes(entry)
+            estimate = self.estimate(entry)
         except (ApiError, OSError) as exc:
             return Residency(model_id, ResidencyState.UNKNOWN, None, str(exc))
         load_s = self.load_speed.estimate_s(estimate)
         return planned_residency(model_id, self._residents.values(), estimate, self.limits, load_s)
+
+    def estimate(self, entry: CatalogEntry) -> int:
+        """Bytes a load of `entry` would book (its weights as loaded plus its KV pool), from
+        the files, remembered per model; ApiError or OSError when they cannot be read."""
+        estimate = self._estimates.get(entry.model_id)
+        if estimate is None:
+            estimate = self._estimates[entry.model_id] = self._host.estimate_bytes(entry)
+        return estimate
 
     async def acquire(self, model_id: str) -> Lease:
         """The model, loaded if needed; hold the lease until the request's last event."""
@@ -192,6 +212,35 @@ class ModelPool:
             )
         self._mark_unloading(resident)
         await self._unload(resident, "unloaded on request")
+
+    def pin(self, model_id: str, pinned: bool) -> ModelStatus:
+        """Pin or unpin a loaded (or loading) model, never reloading it; 404 if not loaded. An
+        unpinned model's idle TTL starts now; it is evicted at once if the pool is over."""
+        resident = self._residents.get(model_id)
+        if resident is None or resident.state is _UNLOADING:
+            raise NotFound(f"The model '{model_id}' is not loaded.", code="model_not_loaded")
+        resident.pinned = pinned
+        if not pinned:
+            self._touch(resident)
+            self._trim(None, "evicted: over the pool's limits once unpinned")
+        return model_status(resident, time.monotonic())
+
+    def set_limits(self, limits: Limits, keep_alive_s: float | None) -> list[str]:
+        """New limits and default idle TTL, applied now: LRU idle models are evicted until the
+        pool fits (their ids returned); busy ones when their last request ends (`_release`),
+        pinned ones once unpinned."""
+        self.limits = limits
+        self._config = self._config.model_copy(update={"keep_alive_s": keep_alive_s})
+        for resident in self._residents.values():
+            resident.keep_alive_s = self._config.keep_alive_for(resident.model_id)
+        self._start_sweeper()
+        return self._trim(None, "evicted: over the pool's new limits")
+
+    def over_limits(self) -> str | None:
+        """None when the pool fits its limits, else what keeps it over them."""
+        if not over_budget(self._residents.values(), self.limits):
+            return None
+        return blockers(self._residents.values()) or "models still loading"
 
     def sweep(self) -> list[str]:
         """Start unloading every idle model past its keep-alive; return their ids."""
@@ -275,20 +324,21 @@ class ModelPool:
             result.cost.seconds,
             result.cost.total_bytes / 1e6,
         )
-        self._trim(keep=resident)
+        self._trim(resident, f"evicted to fit {resident.model_id}")
 
-    def _trim(self, keep: Resident) -> None:
-        """After a load whose real size beat its estimate: evict LRU idle models to fit."""
-        others = sorted((r for r in self._residents.values() if r is not keep), key=lambda r: r.lru)
-        for victim in others:
-            if not over_budget(self._residents.values(), self.limits):
-                return
-            if victim.evictable:
-                self._mark_unloading(victim)
-                self.evictions += 1
-                self._spawn(self._unload(victim, f"evicted to fit {keep.model_id}"))
-        if over_budget(self._residents.values(), self.limits):
-            log.warning("model pool is over its budget: nothing idle left to evict")
+    def _trim(self, keep: Resident | None, reason: str, warn: bool = True) -> list[str]:
+        """Evict LRU idle models (never `keep`) until the pool fits its limits; their ids."""
+        victims = plan_trim(self._residents.values(), self.limits, keep)
+        for victim in victims:
+            self._mark_unloading(victim)
+            self.evictions += 1
+            self._spawn(self._unload(victim, reason))
+        if warn and over_budget(self._residents.values(), self.limits):
+            log.warning(
+                "model pool is over its limits; nothing idle left to evict (%s)",
+                blockers(self._residents.values()),
+            )
+        return [v.model_id for v in victims]
 
     def _mark_unloading(self, resident: Resident) -> None:
         resident.state = _UNLOADING
@@ -320,6 +370,12 @@ class ModelPool:
     def _release(self, resident: Resident) -> None:
         resident.in_flight -= 1
         self._touch(resident)
+        if not resident.in_flight and over_budget(self._residents.values(), self.limits):
+            self._trim(None, "evicted: over the pool's limits", warn=False)  # lowered live
+
+    @property
+    def keep_alive_s(self) -> float | None:  # the default; a --model-keep-alive wins
+        return self._config.keep_alive_s
 
     def _touch(self, resident: Resident) -> None:
         resident.last_used = time.monotonic()
@@ -336,6 +392,10 @@ class ModelPool:
             return False
 
     def _start_sweeper(self) -> None:
+        """(Re)start the idle sweeper at a quarter of the shortest TTL; none without TTLs."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         config = self._config
         ttls = [s for s in (config.keep_alive_s, *(s for _, s in config.model_keep_alive)) if s]
         if ttls:

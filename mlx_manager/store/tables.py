@@ -163,3 +163,15 @@ class AuditRequestRow(Base):
     key_id: Mapped[str | None] = mapped_column(String(128))
     left_machine: Mapped[bool] = mapped_column(Boolean)  # the request was sent off this machine
     prompt: Mapped[str | None] = mapped_column(Text)  # --audit-prompts: the last user message
+
+
+class LiveSettingRow(Base):
+    """A setting changed through the admin API while the server runs (the pool's limits),
+    kept across restarts beside the startup flags it overrides; `value` is its JSON body."""
+
+    __tablename__ = "live_settings"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)  # e.g. pool.limits
+    value: Mapped[dict[str, Any]] = mapped_column()
+    updated_by: Mapped[str] = mapped_column(String(128))
+    updated_at: Mapped[datetime] = mapped_column(default=utc_now, onupdate=utc_now)

@@ -1,4 +1,7 @@
-"""A prompt that cannot fit the context is refused by its length, before it is tokenized."""
+"""A prompt that cannot fit the context is refused by its length, before it is tokenized.
+
+These bodies are under the giant-body bound (api/giant_body.py; a larger one is 413 before it
+is parsed, tests/api/test_giant_body_http.py): they are parsed and refused here."""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ import pytest
 
 from tests.fixtures.server import ServerProcess
 
-GIANT = "lorem ipsum " * (4 * 1024 * 1024 // 12)  # 4 MiB: ~1.4 M tokens, context 2048
+GIANT = "lorem ipsum " * (1024 * 1024 // 12)  # 1 MiB: ~350 k tokens, context 2048
 
 
 @pytest.fixture(scope="module")

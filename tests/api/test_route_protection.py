@@ -1,6 +1,7 @@
 """Deny by default, proven on the app's own route table: every route but the public ones
 answers 401 with no credential and with a wrong one, so a route added later without the
-router's check fails here (issue 17's first acceptance point)."""
+router's check fails here (issue 17's first acceptance point). The web UI's pages (/ui) are
+for browsers: without credentials they send the browser to the login page, with no content."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from typing import Any
 import pytest
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
+from starlette.routing import Mount
 
+from mlx_manager.admin.ui_access import require_ui_admin
 from mlx_manager.api.app import create_app
 from mlx_manager.api.auth import require_principal
 from mlx_manager.config import load_settings
@@ -26,7 +29,15 @@ PUBLIC = {
     ("POST", "/auth/logout"),
     ("POST", "/auth/register"),
     ("POST", "/auth/setup"),
+    ("GET", "/ui/login"),
 }
+# Mounted apps, outside the route table: only the web UI's static files (scripts, styles).
+PUBLIC_MOUNTS = {"/ui/static"}
+UI_PAGES = "/ui"
+
+
+def _is_ui_page(path: str) -> bool:
+    return path == UI_PAGES or path.startswith(f"{UI_PAGES}/")
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +88,8 @@ def test_every_other_route_carries_the_check(client: TestClient) -> None:
         if (method, path) in PUBLIC:
             continue
         calls = {d.call for d in route.dependant.dependencies}
-        assert require_principal in calls, f"{method} {path} is not protected"
+        check = require_ui_admin if _is_ui_page(path) else require_principal
+        assert check in calls, f"{method} {path} is not protected"
 
 
 @pytest.mark.parametrize("credential", [None, "Bearer wrong-key"])
@@ -86,10 +98,26 @@ def test_every_other_route_answers_401(client: TestClient, credential: str | Non
     for method, path, _ in _routes(client):
         if (method, path) in PUBLIC:
             continue
-        reply = client.request(method, _concrete(path), headers=headers, json={})
+        reply = client.request(
+            method, _concrete(path), headers=headers, json={}, follow_redirects=False
+        )
+        if _is_ui_page(path):  # a page: no content, the browser goes to the login page
+            assert reply.status_code == 303, f"{method} {path}: {reply.status_code}"
+            assert reply.headers["location"].startswith("/ui/login?next=/ui"), path
+            assert reply.content == b"", f"{method} {path} sent content"
+            continue
         assert reply.status_code == 401, f"{method} {path}: {reply.status_code} {reply.text[:200]}"
         body = reply.json()
         assert "error" in body, f"{method} {path}: not in an error shape"
+
+
+def test_the_only_mounts_are_public_static_files(client: TestClient) -> None:
+    mounts = {route.path for route in client.app.routes if isinstance(route, Mount)}  # type: ignore[attr-defined]
+    assert mounts == PUBLIC_MOUNTS
+    assert client.get("/ui/static/ui.js").status_code == 200
+    # Only what is in the static folder: the templates and the code next to it stay unserved.
+    for path in ("/ui/static/../ui_routes.py", "/ui/static/%2e%2e/ui_routes.py"):
+        assert client.get(path).status_code == 404, path
 
 
 def test_anthropic_routes_answer_401_in_their_dialect(client: TestClient) -> None:

@@ -12,7 +12,7 @@ import pytest
 from mlx_manager.config import PoolConfig
 from mlx_manager.models.detection import ModelType, detect_model_dir, detect_model_type
 from mlx_manager.pool.budget import estimate_weight_bytes, limits_for
-from mlx_manager.pool.catalog import build_catalog
+from mlx_manager.pool.catalog import build_catalog, describe
 from mlx_manager.pool.discovery import scan_hf_cache, scan_model_dir
 
 TEXT, VISION, EMBED = ModelType.TEXT, ModelType.VISION, ModelType.EMBEDDINGS
@@ -109,6 +109,20 @@ def test_catalog_configured_ids_win(pool_model_root: Path) -> None:
     assert m1 is not None and m1.path == pool_model_root / "m2" and m1.origin == "model"
     assert {e.context_length for e in catalog.entries()} == {512}
     assert len(catalog) == 8 and "org/m4" in catalog
+
+
+def test_catalog_add_serves_a_download_but_never_over_a_configured_id(
+    pool_model_root: Path,
+) -> None:
+    catalog = build_catalog([("org/m4", pool_model_root / "m1")])
+    downloaded = describe("org/new", pool_model_root / "m2", "download")
+    assert catalog.add(downloaded) and catalog.get("org/new") == downloaded
+    newer = describe("org/new", pool_model_root / "m3", "download")  # a newer snapshot
+    assert catalog.add(newer) and catalog.get("org/new") == newer
+    clash = describe("org/m4", pool_model_root / "m2", "download")
+    assert not catalog.add(clash)
+    kept = catalog.get("org/m4")
+    assert kept is not None and kept.path == pool_model_root / "m1" and len(catalog) == 2
 
 
 def test_weight_estimate_matches_mlx(pool_model_root: Path) -> None:

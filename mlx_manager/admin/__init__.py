@@ -1,0 +1,1 @@
+"""The admin web UI (templates and vendored static assets) over the admin JSON API."""
