@@ -102,6 +102,15 @@ class UpstreamTimeouts(_Strict):
     first_token_s: float = Field(300.0, gt=0)
     idle_s: float = Field(120.0, gt=0)
     total_s: float = Field(600.0, gt=0)
+    # A non-streamed request is asked of the upstream whole (no events to time): its answer
+    # must come within this; None: total_s, so a long answer is never cut sooner than it
+    # would be streamed. Lower it to fail over sooner from an upstream that stalls.
+    whole_answer_s: float | None = Field(None, gt=0)
+
+    @property
+    def whole_answer_deadline_s(self) -> float:
+        limit = self.total_s if self.whole_answer_s is None else self.whole_answer_s
+        return min(limit, self.total_s)
 
 
 class LocalTimeouts(_Strict):

@@ -147,6 +147,9 @@ class GenerateRequest:
     # Extra variables for the chat template (vLLM's chat_template_kwargs; Anthropic's
     # `thinking` as enable_thinking), e.g. {"enable_thinking": False} for Qwen3.
     template_kwargs: tuple[tuple[str, Any], ...] = ()
+    # The caller reads the answer as a stream. False: an upstream may be asked for the whole
+    # answer at once (routing/providers/whole_answer.py), which costs the router less.
+    stream: bool = True
 
     @property
     def images(self) -> tuple[ImageRef, ...]:

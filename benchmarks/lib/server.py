@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import re
 import shlex
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -93,6 +95,7 @@ class ServerProcess:
         self.cwd = cwd
         self.env = env if env is not None else server_env(src) if src is not None else None
         self.proc: subprocess.Popen[Any] | None = None
+        self.data_dir: Path | None = None  # removed at exit
         self.ready_s: float | None = None
         self._started = time.monotonic()
 
@@ -106,10 +109,17 @@ class ServerProcess:
         log_device: bool = False,
     ) -> ServerProcess:
         """MLX Manager serving `model` (a directory, or a `--model` spec such as `a=DIR`; None:
-        no `--model` flag) on a free port, importing mlx_manager from `src`."""
+        no `--model` flag) on a free port, importing mlx_manager from `src`, with a data
+        directory of its own (removed at exit): servers started together would otherwise
+        share ~/.local/share/mlx-manager, race on its migrations, and leave it behind."""
         port = free_port()
         command = manager_command(model, port, extra, log_device)
-        return cls("mlx_manager", command, port, log_path, cwd=src, src=src)
+        env = server_env(src)
+        data_dir = Path(tempfile.mkdtemp(prefix="mlx-manager-bench-data-"))
+        env["MLX_MANAGER_DATA_DIR"] = str(data_dir)
+        server = cls("mlx_manager", command, port, log_path, cwd=src, env=env)
+        server.data_dir = data_dir
+        return server
 
     @property
     def base(self) -> str:
@@ -139,6 +149,8 @@ class ServerProcess:
             log(f"stopping {self.name} (pid {self.proc.pid})")
             stop_group(self.proc)
         self._log.close()
+        if self.data_dir is not None:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
 
     def log_tail(self, chars: int = 4000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:]

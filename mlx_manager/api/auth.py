@@ -67,7 +67,8 @@ class AuthMiddleware:
         await self.app(scope, receive, send)
 
 
-def require_principal(request: Request) -> Principal:
+async def require_principal(request: Request) -> Principal:
+    # async: a plain def would be run on a worker thread, a thread hop on every request
     principal: Principal | None = request.scope.get("state", {}).get("principal")
     if principal is None:
         error = request.scope.get("state", {}).get("auth_error")
@@ -91,7 +92,9 @@ def _check_csrf(request: Request) -> None:
         raise PermissionDenied(f"a signed-in write needs the {CSRF_HEADER} header (CSRF)")
 
 
-def require_admin(principal: Annotated[Principal, Depends(require_principal)]) -> Principal:
+async def require_admin(
+    principal: Annotated[Principal, Depends(require_principal)],
+) -> Principal:
     if not principal.is_admin:
         raise PermissionDenied("this route is for administrators")
     return principal

@@ -64,10 +64,8 @@ def messages_request_to_internal(body: MessagesRequest, request_id: str) -> Gene
     )
     internal = prompt_to_internal(body, request_id, sampling)
     output = body.output_config
-    if output is not None and output.format is not None:
-        schema = output.format.schema_
-        return dataclasses.replace(internal, response_format=ResponseFormat(schema))
-    return internal
+    fmt = None if output is None or output.format is None else ResponseFormat(output.format.schema_)
+    return dataclasses.replace(internal, response_format=fmt, stream=bool(body.stream))
 
 
 def prompt_to_internal(

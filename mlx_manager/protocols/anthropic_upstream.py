@@ -50,7 +50,8 @@ _STOP = {
 
 
 def messages_body(request: GenerateRequest, model: str, default_max_tokens: int) -> dict[str, Any]:
-    """The streamed /v1/messages body for `request`, asking `model`."""
+    """The /v1/messages body for `request`, asking `model`: streamed unless the caller asked
+    for the whole answer (request.stream)."""
     messages = check_chat(request)
     s = request.sampling
     max_tokens = s.max_tokens or default_max_tokens
@@ -58,7 +59,7 @@ def messages_body(request: GenerateRequest, model: str, default_max_tokens: int)
         "model": model,
         "max_tokens": max_tokens,
         "messages": _turns(messages),
-        "stream": True,
+        "stream": request.stream,
         "temperature": min(max(s.temperature, 0.0), 1.0),
     }
     system = "\n\n".join(m.content for m in messages if m.role == "system")
@@ -266,6 +267,32 @@ class MessageStreamDecoder:
             call = ToolCallDelta(block.call_index, piece)
             return GenerationEvent(self._request_id, tool_call_deltas=(call,))
         return None  # signature_delta, citations
+
+    def whole(self, message: Any) -> list[GenerationEvent]:
+        """A non-streamed answer (a whole Message) as the events its stream would give: it is
+        fed through the same steps, so both map stop reasons, usage and tool calls alike."""
+        if not isinstance(message, dict) or message.get("type") == "error":
+            event = self.feed(message if isinstance(message, dict) else {"type": "error"})
+            return [event] if event is not None else [self.end()]
+        usage = message.get("usage") or {}
+        self.feed({"type": "message_start", "message": {"usage": usage}})
+        events: list[GenerationEvent | None] = []
+        for index, block in enumerate(message.get("content") or ()):
+            events += self._whole_block(index, block)
+        stop = {k: message.get(k) for k in ("stop_reason", "stop_sequence")}
+        self.feed({"type": "message_delta", "delta": stop, "usage": usage})
+        return [e for e in events if e is not None] + [self.end()]
+
+    def _whole_block(self, index: int, block: dict[str, Any]) -> list[GenerationEvent | None]:
+        kind = block.get("type")
+        if kind == "tool_use":
+            arguments = json.dumps(block.get("input") or {}, ensure_ascii=False)
+            delta = {"type": "input_json_delta", "partial_json": arguments}
+            return [self._block_start(index, block), self._delta(index, delta)]
+        if kind == "thinking":
+            thinking = {"type": "thinking_delta", "thinking": block.get("thinking") or ""}
+            return [self._block_start(index, {"type": "thinking"}), self._delta(index, thinking)]
+        return [self._block_start(index, block)]  # text (its text at once); others: nothing
 
     def end(self) -> GenerationEvent:
         calls = tuple(ToolCall(c.id, c.name, "".join(c.arguments) or "{}") for c in self._calls)

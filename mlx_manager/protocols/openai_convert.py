@@ -65,6 +65,7 @@ def chat_request_to_internal(body: ChatCompletionRequest, request_id: str) -> Ge
         template_kwargs=template_kwargs(
             {**effort_kwargs(body.reasoning_effort), **(body.chat_template_kwargs or {})}
         ),
+        stream=bool(body.stream),
     )
 
 

@@ -55,15 +55,17 @@ def check_chat(request: GenerateRequest) -> tuple[ChatMessage, ...]:
 
 
 def chat_body(request: GenerateRequest, model: str, dialect: Dialect) -> dict[str, Any]:
-    """The streamed /chat/completions body for `request`, asking `model`."""
+    """The /chat/completions body for `request`, asking `model`: streamed (usage included)
+    unless the caller asked for the whole answer (request.stream)."""
     messages = check_chat(request)
     body: dict[str, Any] = {
         "model": model,
         "messages": [_message(m) for m in messages],
-        "stream": True,
-        "stream_options": {"include_usage": True},
+        "stream": request.stream,
         **_sampling(request, dialect),
     }
+    if request.stream:
+        body["stream_options"] = {"include_usage": True}
     if request.tools:
         body["tools"] = [
             {
@@ -217,6 +219,21 @@ class ChatStreamDecoder:
         return GenerationEvent(
             self._request_id, text=text, reasoning=reasoning, tool_call_deltas=deltas
         )
+
+    def whole(self, answer: Any) -> list[GenerationEvent]:
+        """A non-streamed answer (a whole chat.completion) as the events its stream would
+        give: its message is fed as one delta, so both map finish reasons, usage and tool
+        calls alike."""
+        if not isinstance(answer, dict) or "error" in answer:
+            event = self.feed(answer if isinstance(answer, dict) else {"error": {}})
+            return [event] if event is not None else [self.end()]
+        choices = [
+            {"delta": c.get("message") or {}, "finish_reason": c.get("finish_reason")}
+            for c in (answer.get("choices") or ())[:1]
+            if isinstance(c, dict)
+        ]
+        event = self.feed({"choices": choices, "usage": answer.get("usage")})
+        return [event, self.end()] if event is not None else [self.end()]
 
     def _call_delta(self, piece: dict[str, Any]) -> ToolCallDelta:
         index = int(piece.get("index", len(self._calls)))

@@ -95,6 +95,7 @@ def responses_request_to_internal(
         parallel_tool_calls=body.parallel_tool_calls,
         response_format=_response_format(body.text),
         template_kwargs=effort_kwargs(body),
+        stream=bool(body.stream),
     )
 
 

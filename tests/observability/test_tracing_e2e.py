@@ -255,3 +255,40 @@ def test_an_upstream_request_with_failover_is_one_trace_across_both_servers(
     attempt = one(spans, "back", "attempt local")
     assert {s["name"] for s in children(spans, attempt)} == set(PHASES)
     assert fake.hits["500"] >= 1
+
+
+def test_a_whole_answer_upstream_call_is_traced_and_continues_the_trace(
+    front: ServerProcess, back: ServerProcess, collector: OtlpCollector
+) -> None:
+    """A non-streamed request asks its upstream for the whole answer (through the client's
+    transport, which the httpx instrumentation wraps): the failover, the HTTP client spans
+    and the traceparent reaching back are as for a stream."""
+    trace_id, parent_id, header = traceparent()
+    body = {
+        "model": "via-back",
+        "messages": [{"role": "user", "content": "Name a colour."}],
+        "max_tokens": 4,
+    }
+    reply = httpx.post(
+        f"{front.base_url}/v1/chat/completions",
+        json=body,
+        headers={"traceparent": header},
+        timeout=120,
+    )
+    assert reply.status_code == 200, reply.text
+    assert reply.headers["x-mlx-manager-backend"] == f"back/{MODEL}"
+    assert reply.json()["usage"]["completion_tokens"] > 0
+    spans = collector.wait_for(
+        trace_id,
+        has(("front", "chat via-back"), ("front", "attempt back"), ("back", f"chat {MODEL}")),
+    )
+    request = one(spans, "front", "chat via-back")
+    assert request["parent_id"] == parent_id
+    assert request["attributes"]["mlx_manager.attempts"] == 2
+    assert request["attributes"]["gen_ai.usage.output_tokens"] > 0
+    failed, answered = one(spans, "front", "attempt broken"), one(spans, "front", "attempt back")
+    assert failed["attributes"]["error.type"] == "server"
+    (failed_call,) = children(spans, failed)
+    (call,) = children(spans, answered)
+    assert status_of(failed_call) == 500 and status_of(call) == 200
+    assert one(spans, "back", f"chat {MODEL}")["parent_id"] == call["span_id"]

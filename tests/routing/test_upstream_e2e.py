@@ -68,7 +68,14 @@ def front(
             _provider("overloaded", "anthropic", f"{fake.base_url}/529"),
             _provider("broken", "openai_compatible", f"{fake.base_url}/500"),
             _provider("picky", "openai_compatible", f"{fake.base_url}/400"),
-            _provider("stalled", "openai_compatible", f"{fake.base_url}/stall", first_token_s=1.5),
+            _provider(
+                "stalled",
+                "openai_compatible",
+                f"{fake.base_url}/stall",
+                first_token_s=1.5,
+                whole_answer_s=1.5,
+            ),
+            _provider("fake-ok", "openai_compatible", f"{fake.base_url}/ok"),
         ],
         "routes": [
             _route("up-", "prefix", ("mm-openai", MODEL)),
@@ -86,6 +93,9 @@ def front(
             _route("chain-stall", "exact", ("stalled", "m"), ("mm-anthropic", MODEL)),
             _route("chain-cool", "exact", ("broken", "cool"), ("mm-openai", MODEL)),
             _route("chain-caller", "exact", ("picky", "m"), ("mm-openai", MODEL)),
+            _route(
+                "chain-whole", "exact", ("rate-limited", "w"), ("broken", "w"), ("fake-ok", "w")
+            ),
         ],
         "failover_cooldown_failures": 2,
         "failover_cooldown_s": 300,
@@ -336,3 +346,45 @@ def test_caller_errors_do_not_fail_over_and_keep_the_dialect(
         )
     assert anth.value.body["type"] == "error"  # type: ignore[index]
     assert fake.hits["400"] == 2
+
+
+# --- a non-streamed caller: the upstream is asked for the whole answer ---------------------
+
+
+def test_non_streamed_callers_get_whole_answers_after_failover(
+    oa: openai.OpenAI, an: anthropic.Anthropic, fake: FakeUpstream
+) -> None:
+    """429 and 500 fail over as with a stream; the answering upstream is asked with
+    `"stream": false`, and its answer comes back whole in each dialect, usage included."""
+    before = fake.hits["429"], fake.hits["500"]
+    fake.streamed.clear()
+    raw = oa.chat.completions.with_raw_response.create(
+        model="chain-whole", messages=[{"role": "user", "content": "Hi"}], max_tokens=2
+    )
+    assert raw.headers[BACKEND] == "fake-ok/w"
+    reply = raw.parse()
+    assert reply.choices[0].message.content == "Hi"
+    assert reply.choices[0].finish_reason == "stop"
+    assert reply.usage is not None and (
+        reply.usage.prompt_tokens,
+        reply.usage.completion_tokens,
+    ) == (3, 1)
+    assert (fake.hits["429"], fake.hits["500"]) == (before[0] + 1, before[1] + 1)
+    message = an.messages.create(
+        model="chain-whole", messages=[{"role": "user", "content": "Hi"}], max_tokens=2
+    )
+    assert message.content[0].type == "text" and message.content[0].text == "Hi"
+    assert (message.usage.input_tokens, message.usage.output_tokens) == (3, 1)
+    assert message.stop_reason == "end_turn"
+    assert fake.streamed == [False, False]
+
+
+def test_streamed_callers_still_stream_from_the_upstream(
+    oa: openai.OpenAI, fake: FakeUpstream
+) -> None:
+    fake.streamed.clear()
+    chunks = oa.chat.completions.create(
+        model="chain-whole", messages=[{"role": "user", "content": "Hi"}], max_tokens=2, stream=True
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Hi"
+    assert fake.streamed == [True]

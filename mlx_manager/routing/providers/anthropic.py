@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from mlx_manager.config import ProviderSettings
 from mlx_manager.errors import UpstreamUnavailable
 from mlx_manager.protocols import anthropic_upstream
 from mlx_manager.routing.providers.upstream import HttpUpstream, upstream_key_from_env
+from mlx_manager.routing.providers.whole_answer import WholeAnswer
 from mlx_manager.types import EventStream, GenerateRequest
 
 API_VERSION = "2023-06-01"
+PATH = "/v1/messages"
 _COUNTED_FIELDS = ("model", "messages", "system", "tools", "tool_choice", "thinking")
 
 
@@ -29,14 +33,15 @@ class AnthropicProvider:
     async def probe(self) -> str | None:
         return await self.http.probe("/v1/models")
 
-    def _body(self, request: GenerateRequest) -> dict[str, object]:
+    def _body(self, request: GenerateRequest) -> dict[str, Any]:
         return anthropic_upstream.messages_body(request, request.model, self._default_max_tokens)
 
     async def submit(self, request: GenerateRequest) -> EventStream:
         decoder = anthropic_upstream.MessageStreamDecoder(request.request_id, self.name)
-        return await self.http.open(
-            "/v1/messages", self._body(request), decoder, request.request_id
-        )
+        body = self._body(request)
+        if not request.stream:  # the caller wants it whole: so is the upstream asked
+            return WholeAnswer(self.http, PATH, body, decoder.whole, request.request_id)
+        return await self.http.open(PATH, body, decoder, request.request_id)
 
     async def count_tokens(self, request: GenerateRequest) -> int:
         body = self._body(request)

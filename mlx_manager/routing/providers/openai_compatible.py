@@ -6,8 +6,10 @@ from __future__ import annotations
 from mlx_manager.config import ProviderSettings
 from mlx_manager.protocols import openai_upstream
 from mlx_manager.routing.providers.upstream import HttpUpstream, upstream_key_from_env
+from mlx_manager.routing.providers.whole_answer import WholeAnswer
 from mlx_manager.types import EventStream, GenerateRequest
 
+PATH = "/chat/completions"
 CHARS_PER_TOKEN = 4  # count_tokens estimate: OpenAI's API has no counting endpoint
 
 
@@ -31,7 +33,9 @@ class OpenAICompatibleProvider:
     async def submit(self, request: GenerateRequest) -> EventStream:
         body = openai_upstream.chat_body(request, request.model, self._dialect)
         decoder = openai_upstream.ChatStreamDecoder(request.request_id, self.name)
-        return await self.http.open("/chat/completions", body, decoder, request.request_id)
+        if not request.stream:  # the caller wants it whole: so is the upstream asked
+            return WholeAnswer(self.http, PATH, body, decoder.whole, request.request_id)
+        return await self.http.open(PATH, body, decoder, request.request_id)
 
     async def count_tokens(self, request: GenerateRequest) -> int:
         """An estimate (characters / 4): the chat completions API cannot count."""
