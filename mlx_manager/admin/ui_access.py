@@ -37,9 +37,10 @@ class NotAnAdmin(Exception):
         self.principal = principal
 
 
-def require_ui_admin(request: Request) -> Principal:
+async def require_ui_admin(request: Request) -> Principal:
+    # async like require_principal: FastAPI runs a plain def dependency on a worker thread
     try:
-        principal = require_principal(request)
+        principal = await require_principal(request)
     except AuthenticationFailed:
         raise LoginRequired(_here(request)) from None
     except PermissionDenied as exc:  # an account awaiting approval
@@ -50,10 +51,10 @@ def require_ui_admin(request: Request) -> Principal:
     return principal
 
 
-def current_principal(request: Request) -> Principal | None:
+async def current_principal(request: Request) -> Principal | None:
     """The caller when it is an admin who could pass `require_ui_admin`, else None."""
     try:
-        return require_ui_admin(request)
+        return await require_ui_admin(request)
     except (LoginRequired, NotAnAdmin):
         return None
 

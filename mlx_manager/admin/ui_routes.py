@@ -118,7 +118,7 @@ def render(
 @public_router.get("/login")
 async def login_page(request: Request, next: str | None = None) -> Response:
     target = safe_next(next)
-    if current_principal(request) is not None:  # signed in already, or the open loopback mode
+    if await current_principal(request) is not None:  # signed in already, or the open loopback mode
         return RedirectResponse(target, status_code=303)
     return render(request, "login.html", "Sign in", None, next_path=target)
 

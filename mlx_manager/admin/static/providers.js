@@ -1,7 +1,7 @@
 /* Providers & routing: /admin/providers (keys write-only: the API shows the last four),
    /admin/routes (rules; config-file ones are read-only) and /admin/routes/explain. */
 document.addEventListener("alpine:init", () => {
-  const TIMEOUTS = { connect_s: 10, first_token_s: 300, idle_s: 120, total_s: 600 };
+  const TIMEOUTS = { connect_s: 10, first_token_s: 300, idle_s: 120, total_s: 600, whole_answer_s: null };
   const blankProvider = () => ({
     editing: false, name: "", kind: "openai_compatible", base_url: "", api_key: "", remove_key: false,
     api_key_env: "", default_max_tokens: "", timeouts: { ...TIMEOUTS }, hint: null, check: false,
@@ -111,7 +111,10 @@ document.addEventListener("alpine:init", () => {
       const body = { kind: form.kind, base_url: form.base_url.trim() };
       if (form.api_key_env.trim()) body.api_key_env = form.api_key_env.trim();
       if (String(form.default_max_tokens).trim()) body.default_max_tokens = Number(form.default_max_tokens);
-      body.timeouts = Object.fromEntries(Object.entries(form.timeouts).map(([k, v]) => [k, Number(v)]));
+      // An empty field is no value (the server's default), never 0.
+      body.timeouts = Object.fromEntries(
+        Object.entries(form.timeouts).filter(([, v]) => v !== null && v !== "").map(([k, v]) => [k, Number(v)]),
+      );
       // Write-only key: sent when typed; on an edit, absent keeps the stored one, null removes it.
       if (form.api_key) body.api_key = form.api_key;
       else if (form.editing && form.remove_key) body.api_key = null;
