@@ -13,6 +13,7 @@ document.addEventListener("alpine:init", () => {
 
   Alpine.data("modelsPage", () => ({
     models: [],
+    loaded: false,
     unavailable: [],
     budget: null,
     limits: Object.fromEntries(LIMIT_FIELDS.map((name) => [name, ""])),
@@ -33,6 +34,7 @@ document.addEventListener("alpine:init", () => {
       try {
         const listing = await ui.api("GET", "/admin/models");
         this.models = listing.data;
+        this.loaded = true;
         this.unavailable = listing.unavailable || [];
         this.budget = listing.budget;
         this.overLimits = listing.budget ? listing.budget.over_limits || "" : "";
