@@ -248,6 +248,8 @@ class Runtime:
             await self.database.close()
         await self.pool.stop()
         await asyncio.to_thread(self.thread.stop)
+        if self.group is not None:  # the followers exit with rank 0
+            await asyncio.to_thread(self.group.close)
         if self.tracing is not None:
             await asyncio.to_thread(self.tracing.shutdown)  # export what is queued
 

@@ -130,7 +130,10 @@ class Follower:
             }
         )
         log.info(
-            "rank %d: KV shard of %d blocks (%.3f GB)", self.rank, num_blocks, storage.nbytes / 1e9
+            "rank %d: KV shard of %d blocks (%.3f GB)",
+            self.rank,
+            num_blocks - 1,  # as rank 0 counts them: block 0 pads the tables
+            storage.nbytes / 1e9,
         )
 
     def _reply(self, message: Message) -> None:

@@ -112,7 +112,9 @@ class GroupLeader:
             on_lost(self._lost)
 
     def close(self) -> None:
-        """A clean shutdown: the followers are told to exit."""
+        """A clean shutdown: the followers are told to exit (once)."""
+        if self._closing:
+            return
         self._closing = True
         for sock in list(self._followers.values()):
             with contextlib.suppress(ChannelClosed):

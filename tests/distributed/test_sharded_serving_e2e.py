@@ -44,7 +44,8 @@ def group(llama_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     try:
         yield servers.wait_ready()
     finally:
-        servers.stop()
+        codes = servers.stop()
+    assert codes == [0], "rank 1 exits cleanly when rank 0 stops"
 
 
 @pytest.fixture(scope="module")
