@@ -256,7 +256,24 @@ def serve(args: argparse.Namespace) -> int:
         if server is not None:
             server.should_exit = True
 
-    app = create_app(settings, on_fatal=on_fatal)
+    leader = None
+    if settings.distributed:
+        from mlx_manager.distributed.follower import Follower
+        from mlx_manager.distributed.roles import join_group
+        from mlx_manager.models.sources import parse_model_spec
+
+        try:
+            role = join_group(
+                settings.distributed_group(), parse_model_spec(settings.model[0]).model_id
+            )
+        except (RuntimeError, OSError, ValueError) as exc:
+            print(f"mlx-manager: the distributed group could not start: {exc}", file=sys.stderr)
+            return 1
+        if isinstance(role, Follower):
+            return role.run()  # no HTTP server on this rank
+        leader = role
+
+    app = create_app(settings, on_fatal=on_fatal, group=leader)
     server_config = settings.server()
 
     def drain() -> None:
@@ -269,6 +286,9 @@ def serve(args: argparse.Namespace) -> int:
         server.run()
     except KeyboardInterrupt:  # uvicorn re-raises the signal after a clean shutdown
         return 130
+    finally:
+        if leader is not None:
+            leader.close()  # the followers exit with rank 0
     if failure:
         print(f"mlx-manager: could not start: {failure[0]}", file=sys.stderr)
         return 1

@@ -395,6 +395,31 @@ class Settings(BaseSettings):
         "text", description="Log lines as text or as JSON lines (one object per line)."
     )
     log_level: str = Field("info", description="Log level: debug, info, warning, error.")
+    distributed: bool = Field(
+        False,
+        description=(
+            "Serve the one --model sharded (tensor parallel, mlx-lm's Model.shard) over an "
+            "mx.distributed group: start the same command on every rank (mlx.launch, or "
+            "MLX_RANK/MLX_HOSTFILE for the ring backend); rank 0 serves HTTP, the others "
+            "follow its steps."
+        ),
+    )
+    distributed_backend: str = Field(
+        "any", description="mx.distributed backend: any, ring, mpi, nccl, jaccl."
+    )
+    distributed_host: str | None = Field(
+        None,
+        description=(
+            "Address of rank 0 that the other ranks reach for its step channel (default: "
+            "rank 0's address in the ring hostfile, else NCCL_HOST_IP, else 127.0.0.1)."
+        ),
+    )
+    distributed_port: int = Field(
+        0, ge=0, le=65535, description="Port of rank 0's step channel (0: any free port)."
+    )
+    distributed_timeout_s: float = Field(
+        300.0, gt=0, description="How long rank 0 waits for every rank to join and load."
+    )
     metrics: bool = Field(
         True,
         description="Measure requests for /metrics (--no-metrics: no per-request work, and "
@@ -560,6 +585,12 @@ class Settings(BaseSettings):
         return level
 
     @model_validator(mode="after")
+    def _check_distributed(self) -> Settings:
+        if self.distributed and len(self.model) != 1:
+            raise ValueError("--distributed serves one model sharded: give exactly one --model")
+        return self
+
+    @model_validator(mode="after")
     def _check_routing(self) -> Settings:
         check_routing(self.providers, self.routes)
         return self
@@ -579,6 +610,9 @@ class Settings(BaseSettings):
 
     def pool(self) -> PoolConfig:
         return self.sub(PoolConfig)
+
+    def distributed_group(self) -> DistributedConfig:
+        return self.sub(DistributedConfig)
 
     def vision(self) -> VisionConfig:
         return self.sub(VisionConfig)
@@ -721,6 +755,16 @@ class EngineConfig(SubConfig):
     max_embedding_tokens: int = setting()
     max_vision_seqs: int = setting()
     gil_switch_interval_ms: float = setting()
+
+
+class DistributedConfig(SubConfig):
+    """What a sharded group needs: its backend, rank 0's step channel, the join timeout."""
+
+    enabled: bool = setting("distributed")
+    backend: str = setting("distributed_backend")
+    host: str | None = setting("distributed_host")
+    port: int = setting("distributed_port")
+    timeout_s: float = setting("distributed_timeout_s")
 
 
 class VisionConfig(SubConfig):

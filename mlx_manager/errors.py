@@ -163,6 +163,19 @@ class ServerShuttingDown(Overloaded):
     default_code = "server_shutting_down"
 
 
+class EngineUnavailable(Overloaded):
+    """The engine cannot serve until the server is restarted (a distributed group lost a
+    rank): every model-facing call is refused, /health is 503."""
+
+    default_code = "engine_unavailable"
+
+
+class GroupLost(EngineUnavailable):
+    """A rank of the distributed group that shards the model is gone."""
+
+    default_code = "distributed_group_lost"
+
+
 class ModelLoadFailed(ApiError):
     status = 500
     default_code = "model_load_failed"

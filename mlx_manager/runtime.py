@@ -16,12 +16,13 @@ from mlx_manager.accounts.service import AccountService
 from mlx_manager.admin.pool_limits import PoolLimits
 from mlx_manager.audit.log import AuditLog
 from mlx_manager.config import Settings
+from mlx_manager.distributed.leader import GroupLeader
 from mlx_manager.downloads.manager import DownloadManager
 from mlx_manager.downloads.records import RecordFile
 from mlx_manager.engine.commands import MlxMemory
 from mlx_manager.engine.core import EngineSnapshot
 from mlx_manager.engine.loop import EngineThread
-from mlx_manager.errors import ErrorInfo, ServerShuttingDown, without_paths
+from mlx_manager.errors import ErrorInfo, GroupLost, ServerShuttingDown, without_paths
 from mlx_manager.frontend.admission import Admission
 from mlx_manager.frontend.client import EngineClient
 from mlx_manager.frontend.lifecycle import EngineState, Lifecycle
@@ -53,11 +54,15 @@ log = logging.getLogger(__name__)
 
 
 class Runtime:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, group: GroupLeader | None = None) -> None:
         engine_config, models_config = settings.engine(), settings.models()
         self._pool_config = settings.pool()
+        self.group = group
+        if group is not None:  # the sharded model lives as long as its group: pinned
+            pins = (*self._pool_config.pin, group.model_id)
+            self._pool_config = self._pool_config.model_copy(update={"pin": pins})
         self._models_config = models_config
-        self.thread = EngineThread(engine_config)
+        self.thread = EngineThread(engine_config, group)
         self.host = EngineModelHost(self.thread, engine_config, models_config)
         self.pool = ModelPool(self._pool_config, self.host)
         self.pool_limits = PoolLimits(self.pool, self._pool_config)  # live overrides
@@ -140,6 +145,13 @@ class Runtime:
         evicting (with no limits: all of them, as before the pool).
         """
         self.thread.start()
+        if self.group is not None:
+            loop = asyncio.get_running_loop()
+
+            def on_lost(reason: str) -> None:  # on a reader thread
+                loop.call_soon_threadsafe(self._group_lost, reason)
+
+            self.group.watch(on_lost)
         self.lifecycle.state = EngineState.LOADING
         try:
             configured = await self._resolve_each(specs)
@@ -189,6 +201,15 @@ class Runtime:
             raise first
         return resolved
 
+    def _group_lost(self, reason: str) -> None:
+        """A rank of the sharded model's group is gone: the group cannot compute any more.
+        Every open request ends with an error event now (the engine thread may be stuck in
+        a collective that never returns), and from now on requests and /health are 503."""
+        message = f"{reason}; the server must be restarted with its whole group"
+        self.lifecycle.fail(message)
+        ended = self.client.fail_all(ErrorInfo.of(GroupLost(message, retry_after_s=10)))
+        log.error("ended %d request(s) in flight: %s", ended, message)
+
     def drain(self, timeout_s: float) -> None:
         """Shutdown has begun: new requests are refused (503/529); the requests in flight
         may finish for `timeout_s`, then each still open ends with an error event, so a client
@@ -227,6 +248,8 @@ class Runtime:
             await self.database.close()
         await self.pool.stop()
         await asyncio.to_thread(self.thread.stop)
+        if self.group is not None:  # the followers exit with rank 0
+            await asyncio.to_thread(self.group.close)
         if self.tracing is not None:
             await asyncio.to_thread(self.tracing.shutdown)  # export what is queued
 

@@ -174,3 +174,11 @@ def test_sub_config_refuses_hand_written_fields() -> None:
 
         class Unknown(SubConfig):
             not_a_setting: int = setting()
+
+
+def test_distributed_serves_exactly_one_model() -> None:
+    for models in ([], ["a=/m/a", "b=/m/b"]):
+        with pytest.raises(ValidationError, match="exactly one --model"):
+            load_settings({"distributed": True, "model": models})
+    group = load_settings({"distributed": True, "model": ["/m/a"]}).distributed_group()
+    assert group.enabled and group.backend == "any" and group.port == 0 and group.host is None

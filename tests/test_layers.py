@@ -20,7 +20,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("routing", "accounts", "audit", "observability"),
     ("frontend", "services", "protocols", "security", "store", "downloads"),
     ("pool",),
-    ("engine",),
+    ("engine", "distributed"),
     ("kv", "runner"),
     ("models", "media"),
     ("config", "types", "errors"),
@@ -28,7 +28,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
 # The serving core never reaches into the manager's infrastructure, even where the ranks
 # alone would let it.
-CORE = ("engine", "kv", "runner", "models", "pool", "protocols")
+CORE = ("engine", "distributed", "kv", "runner", "models", "pool", "protocols")
 INFRASTRUCTURE = ("store", "security", "routing", "observability")
 
 

@@ -38,6 +38,7 @@ from mlx_manager.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from mlx_manager.api.unicode_guard import UnicodeGuardMiddleware
 from mlx_manager.audit.middleware import AuditMiddleware
 from mlx_manager.config import Settings
+from mlx_manager.distributed.leader import GroupLeader
 from mlx_manager.models.loaded import default_spec
 from mlx_manager.models.sources import parse_model_spec
 from mlx_manager.observability.trace_context import TraceContextMiddleware
@@ -70,15 +71,20 @@ def _body_bounds(app: FastAPI) -> BodyBounds | None:
     return runtime.body_bounds if runtime is not None else None
 
 
-def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None) -> FastAPI:
-    """Build the app. `on_fatal` is called if the startup models fail to load."""
+def create_app(
+    settings: Settings,
+    on_fatal: Callable[[str], None] | None = None,
+    group: GroupLeader | None = None,
+) -> FastAPI:
+    """Build the app. `on_fatal` is called if the startup models fail to load; `group`: rank
+    0 of a distributed group that shards the model (`serve --distributed`)."""
     specs = [parse_model_spec(text) for text in settings.model]
     if not specs and not settings.model_dir:
         specs = [default_spec()]  # nothing configured: the embedded model
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runtime = Runtime(settings)
+        runtime = Runtime(settings, group)
         app.state.runtime = runtime
         try:
             await runtime.open_store()

@@ -63,13 +63,17 @@ class CommandHandler:
         started = time.perf_counter()
         error: ApiError | None = None
         try:
-            model = load_model(
-                command.model_id,
-                command.path,
-                command.model_type,
-                command.context_length,
-                command.cpu_float32_max_gb,
-            )
+            group = self._core.group
+            if group is not None and group.shards(command.model_id):
+                model = group.load(command)
+            else:
+                model = load_model(
+                    command.model_id,
+                    command.path,
+                    command.model_type,
+                    command.context_length,
+                    command.cpu_float32_max_gb,
+                )
             weights = parameter_bytes(model.model)
             self._core.add_model(model)
         except Exception as exc:
@@ -85,8 +89,13 @@ class CommandHandler:
             kv_bytes=command.kv_budget_bytes if kv is None else kv,
             measured_bytes=mx.get_active_memory() - before,
             seconds=time.perf_counter() - started,
+            rank_bytes=self._rank_bytes(command.model_id),
         )
         return cmd.LoadResult(model.card(), cost)
+
+    def _rank_bytes(self, model_id: str) -> tuple[int, ...]:
+        group = self._core.group
+        return group.rank_bytes() if group is not None and group.shards(model_id) else ()
 
     def _unload(self, command: cmd.UnloadModel) -> bool:
         return self._core.remove_model(command.model_id) is None

@@ -37,6 +37,9 @@ class ModelCost:
     kv_bytes: int  # the KV pool preallocated for it (or its budget)
     measured_bytes: int  # MLX active-memory growth across the load (other frees lower it)
     seconds: float
+    # A model sharded over a distributed group: the bytes each other rank holds for it
+    # (its shard's weights + KV pool); the fields above are this rank's (rank 0's).
+    rank_bytes: tuple[int, ...] = ()
 
     @property
     def total_bytes(self) -> int:

@@ -21,8 +21,9 @@ from mlx_manager.config import EngineConfig
 from mlx_manager.engine.paged_engine import PagedModelEngine
 from mlx_manager.engine.request import EngineRequest
 from mlx_manager.engine.serial_engine import SerialModelEngine
+from mlx_manager.engine.sharding import ShardGroup
 from mlx_manager.engine.vision_runner import VisionRunner
-from mlx_manager.errors import ApiError, ErrorInfo, InternalError
+from mlx_manager.errors import ApiError, ErrorInfo, InternalError, ModelNotSupported
 from mlx_manager.kv.paged_storage import probe_kv_layout
 from mlx_manager.models.detection import ModelType
 from mlx_manager.models.loaded import LoadedModel
@@ -63,9 +64,12 @@ class EngineSnapshot:
 
 
 class EngineCore:
-    def __init__(self, config: EngineConfig, emit: EventSink) -> None:
+    def __init__(
+        self, config: EngineConfig, emit: EventSink, group: ShardGroup | None = None
+    ) -> None:
         self._config = config
         self._emit = emit
+        self.group = group  # shards one model over a distributed group (rank 0)
         self.models: dict[str, LoadedModel] = {}
         self._engines: dict[str, ModelEngine] = {}
         self._finished = 0
@@ -81,7 +85,25 @@ class EngineCore:
     def _engine_for(self, model: LoadedModel) -> ModelEngine:
         if model.model_type is ModelType.VISION:
             return self._vision_engine(model)
-        layout = probe_kv_layout(model.model) if self._config.paged else None
+        sharded = self.group is not None and self.group.shards(model.model_id)
+        # The probe is a forward: on a sharded model every rank runs it (its all-reduces).
+        layout = probe_kv_layout(model.model) if self._config.paged or sharded else None
+        if self.group is not None and sharded:
+            if layout is None:
+                raise ModelNotSupported(
+                    f"the model '{model.model_id}' cannot be served sharded: only models "
+                    "whose layers all use a plain KV cache run on the paged engine"
+                )
+            engine = PagedModelEngine(
+                model, layout, self._config, self.group.mirror(model.model_id)
+            )
+            log.info(
+                "model %s: sharded over %d ranks, %s",
+                model.model_id,
+                self.group.size,
+                engine.describe(),
+            )
+            return engine
         if layout is None:
             log.info("model %s runs on the single-sequence engine", model.model_id)
             return SerialModelEngine(model, self._config.prefill_step_size)
@@ -113,7 +135,8 @@ class EngineCore:
             if self.models.pop(model_id, None) is not None:
                 mx.clear_cache()
             return None
-        if engine.running or engine.waiting:
+        sharded = self.group is not None and self.group.shards(model_id)
+        if engine.running or engine.waiting or sharded:  # a group's model lives with the group
             return self.models[model_id]
         for _ in range(8):
             if not engine.has_work():

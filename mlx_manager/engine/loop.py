@@ -26,6 +26,7 @@ from mlx_manager.engine.commands import Command
 from mlx_manager.engine.core import EngineCore, EngineSnapshot
 from mlx_manager.engine.gil_handoff import SwitchInterval
 from mlx_manager.engine.request import EngineRequest
+from mlx_manager.engine.sharding import ShardGroup
 from mlx_manager.types import GenerationEvent
 
 log = logging.getLogger(__name__)
@@ -63,11 +64,11 @@ SNAPSHOT_PERIOD_S = 0.05
 
 
 class EngineThread:
-    def __init__(self, config: EngineConfig) -> None:
+    def __init__(self, config: EngineConfig, group: ShardGroup | None = None) -> None:
         self._inbox: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._subscribers: dict[str, Subscriber] = {}
         self._outbox: list[tuple[Subscriber, GenerationEvent]] = []
-        self._core = EngineCore(config, self._dispatch)
+        self._core = EngineCore(config, self._dispatch, group)
         self._commands = CommandHandler(self._core)
         self._thread = threading.Thread(target=self._run, name="mlx-engine", daemon=True)
         self._snapshot_at = time.monotonic()

@@ -5,6 +5,11 @@ preemptions, copy-on-write) and books the step as launched, the batch runner doe
 passes and sampling on the paged storage, `Scheduler.update` brings the sampled tokens, and
 each request's output builder turns its new token into text events (stop tokens and strings,
 logprobs, usage).
+
+A model sharded over a distributed group has a `StepMirror`: each step goes to the other ranks
+before its forward, with every input known, so such an engine finishes a step before it
+launches the next (no pipelining: the followers never sample, rank 0's tokens are the ones
+that count and travel as the next step's inputs).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from mlx_manager.engine.output import OutputBuilder
 from mlx_manager.engine.request import EngineRequest
 from mlx_manager.engine.scheduler import Scheduler, SchedulerConfig
 from mlx_manager.engine.sequence import Sequence, SequenceStatus
+from mlx_manager.engine.sharding import StepMirror
 from mlx_manager.errors import ErrorInfo, InvalidRequest
 from mlx_manager.kv.manager import KVCacheManager
 from mlx_manager.kv.paged_storage import KVLayout, PagedKVStorage
@@ -44,8 +50,15 @@ class _RequestState:
 
 
 class PagedModelEngine:
-    def __init__(self, model: LoadedModel, layout: KVLayout, config: EngineConfig) -> None:
+    def __init__(
+        self,
+        model: LoadedModel,
+        layout: KVLayout,
+        config: EngineConfig,
+        mirror: StepMirror | None = None,
+    ) -> None:
         self._model = model
+        self._mirror = mirror
         block_bytes = config.block_size * layout.bytes_per_token()
         # +1: block 0 is the null block that pads block tables.
         num_blocks = max(int(config.kv_cache_gb * 1e9) // block_bytes, 2) + 1
@@ -62,6 +75,8 @@ class PagedModelEngine:
         )
         self.storage = PagedKVStorage(layout, num_blocks, config.block_size)
         self.runner = BatchRunner(model.model, self.storage)
+        if mirror is not None:
+            mirror.open(num_blocks, config.block_size)
         self._samplers: dict[str, RequestSampler] = {}
         self._inflight: _InFlight | None = None
         self.generated_tokens = 0
@@ -107,6 +122,7 @@ class PagedModelEngine:
         if seq is None:
             return None
         self._samplers.pop(request_id, None)
+        self._mirror_end(request_id, FinishReason.ABORT)
         output = self._state(seq).output
         output.scheduled_at = seq.scheduled_at
         return output.finish(FinishReason.ABORT)
@@ -129,7 +145,9 @@ class PagedModelEngine:
             return first
         output = self.scheduler.schedule()
         events: list[GenerationEvent] = []
-        if self._inflight is not None and (output.is_empty or self._needs_history(output)):
+        if self._inflight is not None and (
+            output.is_empty or self._mirror is not None or self._needs_history(output)
+        ):
             events += self._finish_step(self._inflight)  # sample with every value known
             self._inflight = None
             running = tuple(c for c in output.chunks if c.seq.status is SequenceStatus.RUNNING)
@@ -137,6 +155,8 @@ class PagedModelEngine:
         if output.is_empty:
             return events
         try:
+            if self._mirror is not None:
+                self._mirror.step(output)
             launched = self.runner.launch(output, self._samplers)
         except Exception as exc:  # a failing forward pass fails this step's requests only
             log.exception("forward pass failed")
@@ -172,18 +192,21 @@ class PagedModelEngine:
             if event is None:
                 continue
             if event.finished:
-                self._end(seq)
+                self._end(seq, event.finish_reason or FinishReason.STOP)
             events.append(event)
         return events
 
-    def _end(self, seq: Sequence) -> None:
+    def _end(self, seq: Sequence, reason: FinishReason) -> None:
         if seq.status is SequenceStatus.RUNNING:
             self.scheduler.finish(seq)
         else:  # preempted back to waiting after it sampled its last token
             self.scheduler.abort(seq.request_id)
         self._samplers.pop(seq.request_id, None)
+        self._mirror_end(seq.request_id, reason)
 
     def _fail(self, output: SchedulerOutput[Sequence], exc: Exception) -> list[GenerationEvent]:
+        if self._mirror is not None:
+            exc = self._mirror.explain(exc)
         return self._fail_sequences([chunk.seq for chunk in output.chunks], exc)
 
     def _fail_sequences(self, seqs: list[Sequence], exc: Exception) -> list[GenerationEvent]:
@@ -192,6 +215,7 @@ class PagedModelEngine:
             seq = self.scheduler.abort(failed.request_id)
             if seq is not None:
                 self._samplers.pop(seq.request_id, None)
+                self._mirror_end(seq.request_id, FinishReason.ERROR)
                 output = self._state(seq).output
                 output.scheduled_at = seq.scheduled_at
                 ended = output.finish(FinishReason.ERROR)
@@ -205,6 +229,10 @@ class PagedModelEngine:
                     )
                 )
         return events
+
+    def _mirror_end(self, request_id: str, reason: FinishReason) -> None:
+        if self._mirror is not None:
+            self._mirror.end(request_id, reason.value)
 
     @staticmethod
     def _state(seq: Sequence) -> _RequestState:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import mlx_lm
+from mlx_lm.utils import sharded_load
 
 from mlx_manager.models.card import ModelCard
 from mlx_manager.models.cpu_precision import densify_for_cpu
@@ -86,11 +87,21 @@ def context_length_of(config: dict[str, Any]) -> int:
 
 
 def load_text_model(
-    spec: ModelSpec, path: Path, context_override: int | None, cpu_float32_max_gb: float
+    spec: ModelSpec,
+    path: Path,
+    context_override: int | None,
+    cpu_float32_max_gb: float,
+    group: Any = None,
 ) -> LoadedModel:
-    """Load weights and tokenizer with mlx-lm. Must run on the thread that owns MLX."""
+    """Load weights and tokenizer with mlx-lm. Must run on the thread that owns MLX.
+
+    `group` (an mx.distributed group): load this rank's shard with mlx-lm's `sharded_load`
+    (tensor parallel, `Model.shard`); every rank of the group must call it at once."""
     config = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    loaded = mlx_lm.load(str(path))
+    if group is not None:
+        loaded = sharded_load(str(path), tensor_group=group)
+    else:
+        loaded = mlx_lm.load(str(path))
     model, tokenizer = loaded[0], loaded[1]
     densify_for_cpu(model, cpu_float32_max_gb)
     family = detect_family(config, spec.model_id)

@@ -22,7 +22,15 @@ from typing import Any, Protocol
 
 from mlx_manager.config import PoolConfig
 from mlx_manager.engine.commands import LoadResult
-from mlx_manager.errors import ApiError, ModelBusy, ModelNotFound, NotFound, PoolFull, shorten
+from mlx_manager.errors import (
+    ApiError,
+    Conflict,
+    ModelBusy,
+    ModelNotFound,
+    NotFound,
+    PoolFull,
+    shorten,
+)
 from mlx_manager.models.card import ModelCard
 from mlx_manager.pool.budget import Limits, limits_for
 from mlx_manager.pool.catalog import Catalog, CatalogEntry
@@ -204,6 +212,7 @@ class ModelPool:
                 break
             with contextlib.suppress(Exception):  # a failed load: the next pass says 404
                 await asyncio.shield(resident.done)
+        _refuse_if_sharded(resident)
         if resident.in_flight:
             raise ModelBusy(
                 f"The model '{model_id}' has {resident.in_flight} request(s) in flight; "
@@ -219,6 +228,8 @@ class ModelPool:
         resident = self._residents.get(model_id)
         if resident is None or resident.state is _UNLOADING:
             raise NotFound(f"The model '{model_id}' is not loaded.", code="model_not_loaded")
+        if not pinned:
+            _refuse_if_sharded(resident)
         resident.pinned = pinned
         if not pinned:
             self._touch(resident)
@@ -411,6 +422,17 @@ class ModelPool:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _refuse_if_sharded(resident: Resident) -> None:
+    """A sharded model's shards live in every rank of its group, for the group's life."""
+    if resident.sharded:
+        raise Conflict(
+            f"The model '{resident.model_id}' is sharded over a distributed group of "
+            f"{1 + len(resident.cost.rank_bytes) if resident.cost else 1} ranks: it stays "
+            "loaded and pinned while the group runs.",
+            code="model_sharded",
+        )
 
 
 def _future() -> asyncio.Future[None]:

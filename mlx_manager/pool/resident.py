@@ -51,6 +51,11 @@ class Resident:
         return self.estimate_bytes if self.cost is None else self.cost.total_bytes
 
     @property
+    def sharded(self) -> bool:
+        """Loaded sharded over a distributed group: it stays for the group's life."""
+        return self.cost is not None and bool(self.cost.rank_bytes)
+
+    @property
     def evictable(self) -> bool:
         return self.state is ResidentState.READY and self.in_flight == 0 and not self.pinned
 
@@ -92,6 +97,10 @@ class ModelStatus:
     measured_bytes: int
     load_seconds: float
     loaded_at: float
+    # Ranks holding it: 1, or a distributed group's size; the bytes each rank holds (rank 0
+    # first: total_bytes), each rank's shard of the weights and of the KV pool.
+    ranks: int = 1
+    rank_bytes: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,4 +133,6 @@ def model_status(resident: Resident, now: float) -> ModelStatus:
         measured_bytes=cost.measured_bytes if cost else 0,
         load_seconds=round(cost.seconds, 4) if cost else 0.0,
         loaded_at=resident.loaded_at,
+        ranks=1 + len(cost.rank_bytes) if cost else 1,
+        rank_bytes=(cost.total_bytes, *cost.rank_bytes) if cost and cost.rank_bytes else (),
     )

@@ -64,6 +64,13 @@ def group_prefills(chunks: Seq[Chunk]) -> list[list[Chunk]]:
     return groups
 
 
+def _forward_groups(chunks: Seq[Chunk]) -> list[list[Chunk]]:
+    """The step's forward passes, in order: every decode in one, then the prefill groups."""
+    decodes = [c for c in chunks if c.num_tokens == 1]
+    forwards = [decodes] if decodes else []
+    return forwards + group_prefills([c for c in chunks if c.num_tokens > 1])
+
+
 class BatchRunner:
     def __init__(self, model: Any, storage: PagedKVStorage) -> None:
         self.model = model
@@ -80,9 +87,7 @@ class BatchRunner:
         """Queue the step's forward passes and sampling on the device without waiting."""
         storage = self.storage
         storage.copy_blocks(output.copies)
-        decodes = [c for c in output.chunks if c.num_tokens == 1]
-        forwards = [decodes] if decodes else []
-        forwards += group_prefills([c for c in output.chunks if c.num_tokens > 1])
+        forwards = _forward_groups(output.chunks)
         pending: list[_Pending] = []
         parts: list[mx.array] = []
         for n, group in enumerate(forwards):
@@ -103,6 +108,16 @@ class BatchRunner:
         self._last_tokens = tokens
         self._last_rows = {p.chunk.seq.request_id: i for i, p in enumerate(pending)}
         return Launched(pending, tokens)
+
+    def run_forwards(self, output: SchedulerOutput[StepSequence]) -> None:
+        """A follower rank of a sharded model: the step's forward passes, in `launch`'s
+        order (their all-reduces pair with rank 0's), waited for; no sampling (rank 0
+        samples). The logits are evaluated too: the last layer's all-reduce feeds them."""
+        storage = self.storage
+        storage.copy_blocks(output.copies)
+        for group in _forward_groups(output.chunks):
+            logits = self._forward(group)
+            mx.eval(logits, storage.keys, storage.values)
 
     def collect(
         self, launched: Launched, samplers: dict[str, RequestSampler]
