@@ -16,6 +16,7 @@ from collections.abc import Callable
 from starlette.types import Scope
 
 from mlx_manager.api.body_scan import BodyScan
+from mlx_manager.api.middleware import declared_length
 from mlx_manager.errors import RequestTooLarge, shorten
 from mlx_manager.frontend.body_bound import (
     ALLOWANCE_BYTES,
@@ -87,8 +88,8 @@ def giant_body_screens(
     def screen(scope: Scope) -> GiantBodyScreen | None:
         if scope.get("method") != "POST" or scope.get("path") not in GENERATION_PATHS:
             return None
-        declared = dict(scope.get("headers", [])).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) <= ALLOWANCE_BYTES:
+        declared = declared_length(scope)
+        if declared is not None and declared <= ALLOWANCE_BYTES:
             return None  # too small to refuse: not even scanned
         bounds = bounds_of()
         return GiantBodyScreen(bounds) if bounds is not None else None

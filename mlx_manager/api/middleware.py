@@ -65,6 +65,12 @@ def replay_body(chunks: list[bytes], final: Message | None, then: Receive | None
     return receive
 
 
+def declared_length(scope: Scope) -> int | None:
+    """The request's Content-Length, when it sent a valid one."""
+    declared = dict(scope.get("headers", [])).get(b"content-length")
+    return int(declared) if declared is not None and declared.isdigit() else None
+
+
 class BodyScreen(Protocol):
     """Sees a body's chunks as they arrive; may refuse the body once it is in, unparsed."""
 
@@ -101,8 +107,8 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         limit = self.path_limits.get(str(scope.get("path", "")), self.limit)
-        declared = dict(scope.get("headers", [])).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
+        declared = declared_length(scope)
+        if declared is not None and declared > limit:
             await self._reject(scope, send, limit)
             return
         # Read the body up front (bounded by the limit) so an oversized chunked upload is a

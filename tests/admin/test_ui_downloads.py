@@ -13,7 +13,7 @@ from selenium.webdriver.common.by import By
 
 from tests.fixtures.browser import check_accessibility, screenshot, wait_for, wait_text
 from tests.fixtures.fake_hub import FakeHub
-from tests.fixtures.server import ServerProcess
+from tests.fixtures.server import ServerProcess, serving
 from tests.fixtures.tiny_models import build_test_tokenizer, build_tiny_model
 
 REPO = "tiny-org/tiny-ui"
@@ -39,16 +39,11 @@ def hub_server(hub: FakeHub, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         "HF_ENDPOINT": hub.url,
         "HF_HUB_CACHE": str(root / "hf-cache"),
         "HF_HUB_OFFLINE": "0",
-        "MLX_MANAGER_DATA_DIR": str(root / "data"),
         "MLX_MANAGER_HUB_TIMEOUT_S": "5",
     }
-    process = ServerProcess(
-        "--model-dir", str(root / "models"), "--kv-cache-gb", "0.05", env=env, log_dir=root
-    )
-    try:
-        yield process.wait_ready()
-    finally:
-        process.stop()
+    flags = ("--model-dir", str(root / "models"), "--kv-cache-gb", "0.05")
+    with serving(*flags, env=env, log_dir=root) as process:
+        yield process
 
 
 def _start(driver: Any, repo: str) -> None:

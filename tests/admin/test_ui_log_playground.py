@@ -28,7 +28,7 @@ from tests.fixtures.browser import (
     wait_for,
     wait_text,
 )
-from tests.fixtures.server import ServerProcess
+from tests.fixtures.server import ServerProcess, serving
 
 
 @pytest.fixture(scope="module")
@@ -40,28 +40,16 @@ def log_server(
     """A text model (`tiny`) and a vision model (`vlm`), audit rows flushed every 50 ms, and
     an admin account (made while the server is still in the open loopback mode)."""
     root = tmp_path_factory.mktemp("ui_log")
-    process = ServerProcess(
-        "--model",
-        f"tiny={tiny_model_dirs['llama']}",
-        "--model",
-        f"vlm={tiny_smolvlm_dir}",
-        "--kv-cache-gb",
-        "0.05",
-        "--audit-flush-ms",
-        "50",
-        env={"MLX_MANAGER_DATA_DIR": str(root / "data")},
-        log_dir=root,
-    )
-    try:
-        process.wait_ready()
+    flags = ("--model", f"tiny={tiny_model_dirs['llama']}", "--model", f"vlm={tiny_smolvlm_dir}")
+    with serving(
+        *flags, "--kv-cache-gb", "0.05", "--audit-flush-ms", "50", log_dir=root
+    ) as process:
         made = httpx.post(
             f"{process.base_url}/admin/users",
             json={"username": UI_ADMIN, "password": UI_ADMIN_PASSWORD, "role": "admin"},
         )
         assert made.status_code == 201, made.text
         yield process
-    finally:
-        process.stop()
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
 from tests.fixtures.browser import check_accessibility, screenshot, wait_for, wait_text
-from tests.fixtures.server import ServerProcess
+from tests.fixtures.server import ServerProcess, serving
 
 
 @pytest.fixture(scope="module")
@@ -23,20 +23,16 @@ def models_server(
     tiny_model_dirs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerProcess]:
     root = tmp_path_factory.mktemp("ui_models")
-    process = ServerProcess(
+    with serving(
         "--model",
         f"alpha={tiny_model_dirs['llama']}",
         "--model",
         f"beta={tiny_model_dirs['qwen']}",
         "--kv-cache-gb",
         "0.05",
-        env={"MLX_MANAGER_DATA_DIR": str(root / "data")},
         log_dir=root,
-    )
-    try:
-        yield process.wait_ready()
-    finally:
-        process.stop()
+    ) as process:
+        yield process
 
 
 def _row(driver: Any, model: str) -> Any:
