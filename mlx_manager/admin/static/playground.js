@@ -169,6 +169,9 @@ document.addEventListener("alpine:init", () => {
       const generated = this.stats.usage ? this.stats.usage.completion_tokens : null;
       if (generated && first !== null && last > first && generated > 1) {
         this.stats.tps = ((generated - 1) * 1000) / (last - first); // the decode rate after the first token
+      } else if (generated && last !== null && last > started) {
+        // Every piece arrived in one read (a busy machine): the rate over the whole request.
+        this.stats.tps = (generated * 1000) / (last - started);
       }
     },
     stop() {
