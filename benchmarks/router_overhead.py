@@ -723,7 +723,8 @@ def table(result: dict[str, Any]) -> str:
         f"router_overhead: {result['time']}, commit {result['source'].get('commit', '?')[:10]}"
         f"{' (dirty)' if result['source'].get('mlx_manager_dirty') else ''}",
         f"machine: {m['platform']}, {m['cpu_count']} cores, {m.get('gpu') or 'no GPU'}, "
-        f"MLX {m['mlx']} on {m['default_device']}, load {m['load_average_1_5_15min_at_end']}",
+        f"MLX {m['mlx']} on {m['default_device']}, load {m['load_average_1_5_15min_at_end']}, "
+        f"event loop {m.get('event_loop', '?')}",
         f"model: {result['model']['served']} ({result['model']['path']}); prompt "
         f"{result['prompt']!r}, max_tokens {s['max_tokens']}, temperature 0",
         f"{s['requests']} rounds after {s['warmup']} warm-up, sequential, one kept-alive "

@@ -237,7 +237,7 @@ def serve(args: argparse.Namespace) -> int:
     except (ValidationError, ValueError, OSError) as exc:
         print(f"mlx-manager: invalid configuration: {exc}", file=sys.stderr)
         return 2
-    from mlx_manager.observability.logs import configure_logging
+    from mlx_manager.observability.logs import configure_logging, queue_access_log
 
     configure_logging(settings.log_level, settings.log_format)
     import uvicorn
@@ -282,11 +282,14 @@ def serve(args: argparse.Namespace) -> int:
             runtime.drain(server_config.shutdown_timeout)
 
     server = DrainingServer(uvicorn_config(app, server_config), on_shutdown=drain)
+    access_log = queue_access_log()  # after uvicorn's Config: it sets its loggers up
     try:
         server.run()
     except KeyboardInterrupt:  # uvicorn re-raises the signal after a clean shutdown
         return 130
     finally:
+        if access_log is not None:
+            access_log.stop()  # the lines still queued are written
         if leader is not None:
             leader.close()  # the followers exit with rank 0
     if failure:

@@ -73,7 +73,17 @@ def machine_info() -> dict[str, Any]:
         "gpu": gpu_name(),
         "load_average_1_5_15min_at_end": list(os.getloadavg()),
         "ld_preload": os.environ.get("LD_PRELOAD", ""),
+        "event_loop": event_loop(),
     }
+
+
+def event_loop() -> str:
+    """The loop uvicorn picks (`loop="auto"`) for servers started with this environment."""
+    try:
+        import uvloop
+    except ImportError:
+        return "asyncio"
+    return f"uvloop {uvloop.__version__}"
 
 
 def process_env(pid: int) -> dict[str, str]:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import Depends, FastAPI
 
@@ -71,6 +73,15 @@ def _body_bounds(app: FastAPI) -> BodyBounds | None:
     return runtime.body_bounds if runtime is not None else None
 
 
+def _no_native_telemetry() -> dict[str, Any]:
+    """FastAPI (0.165 on) traces and measures each request itself once a global OpenTelemetry
+    provider is set (Logfire's): our own request spans and metrics cover requests, and its
+    check alone costs ~1% of a pass-through's CPU. Older FastAPI has no such option."""
+    if "telemetry" not in inspect.signature(FastAPI.__init__).parameters:
+        return {}
+    return {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
+
+
 def create_app(
     settings: Settings,
     on_fatal: Callable[[str], None] | None = None,
@@ -84,6 +95,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        log.info("event loop: %s", type(asyncio.get_running_loop()).__module__)
         runtime = Runtime(settings, group)
         app.state.runtime = runtime
         try:
@@ -123,22 +135,25 @@ def create_app(
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
+        **_no_native_telemetry(),
     )
     install_error_handlers(app)
     server = settings.server()
+    # The generation routes first: a request is matched against the routes in order, and
+    # these carry nearly every request (no path is shared, so the order changes no answer).
+    generation = [
+        openai_routes.router,
+        anthropic_routes.router,
+        responses_routes.router,
+        embeddings_routes.router,
+    ]
     public = [system_routes.public_router, auth_routes.public_router]
     if server.metrics_public:
         public.append(metrics_routes.router)
-    for router in public:
-        app.include_router(router)
     protected = [
         system_routes.router,
         auth_routes.router,
         docs_routes.router,
-        openai_routes.router,
-        responses_routes.router,
-        embeddings_routes.router,
-        anthropic_routes.router,
         audio_routes.router,
         admin_routes.router,
         pool_routes.router,
@@ -150,8 +165,13 @@ def create_app(
     ]
     if not server.metrics_public:
         protected.append(metrics_routes.router)
-    for router in protected:  # deny by default: the router carries the check
-        app.include_router(router, dependencies=[Depends(require_principal)])
+    deny_by_default = [Depends(require_principal)]  # the router carries the check
+    for router in generation:
+        app.include_router(router, dependencies=deny_by_default)
+    for router in public:
+        app.include_router(router)
+    for router in protected:
+        app.include_router(router, dependencies=deny_by_default)
     ui_routes.install(app)  # the web UI: its pages carry their own check (a login redirect)
     # Added last = outermost: the request id also marks 401 and 413 answers.
     app.state.audio_limits = audio_routes.audio_limits(server)

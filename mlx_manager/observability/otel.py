@@ -7,8 +7,10 @@ posted as OTLP/HTTP protobuf to the configured endpoint. With `--logfire`, Logfi
 set, is added to it.
 
 Upstream calls: each upstream's httpx client is instrumented (opentelemetry-instrumentation-
-httpx) with our provider the first time an attempt uses it, so the HTTP call is a client span
-under its attempt and carries the W3C `traceparent`: another MLX Manager continues the trace.
+httpx) with our provider the first time an attempt uses it, and its whole-answer calls (made
+on aiohttp directly) get the same client span (client_span.py), so the HTTP call is a client
+span under its attempt and carries the W3C `traceparent`: another MLX Manager continues the
+trace.
 """
 
 from __future__ import annotations
@@ -83,12 +85,16 @@ class Tracing:
 
     def instrument(self, provider: Any) -> None:
         """Trace an upstream provider's HTTP calls (once per client; local: nothing)."""
-        client = getattr(getattr(provider, "http", None), "client", None)
-        if client is None or getattr(client, "_is_instrumented_by_opentelemetry", False):
+        http: Any = getattr(provider, "http", None)
+        client = getattr(http, "client", None)
+        if client is None:  # local: no HTTP
+            return
+        if getattr(client, "_is_instrumented_by_opentelemetry", False):
             return
         from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 
         HTTPXClientInstrumentor.instrument_client(client, tracer_provider=self.provider)
+        http.trace(self.provider.get_tracer(INSTRUMENTATION))  # its whole-answer calls
 
     def shutdown(self) -> None:
         """Export what is still queued (blocking: call it off the event loop)."""

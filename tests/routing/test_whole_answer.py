@@ -119,6 +119,18 @@ def test_upstream_errors_start_the_stream_as_error_events(
         assert error.headers.get("Retry-After") == "30"
 
 
+def test_a_redirect_is_not_followed(fake: FakeUpstream) -> None:
+    """Neither a whole answer (aiohttp directly) nor a stream (httpx) follows one: it could
+    carry the key to another host. The stream's is raised at submit (before streaming)."""
+    before = fake.hits["ok"]
+    events = events_of(f"{fake.base_url}/redirect/v1")
+    error = events[0].error.api_error() if events[0].error else None
+    assert isinstance(error, UpstreamUnavailable) and "redirect" in error.message
+    with pytest.raises(UpstreamUnavailable, match="redirect"):
+        events_of(f"{fake.base_url}/redirect/v1", dataclasses.replace(WHOLE, stream=True))
+    assert fake.hits["ok"] == before and fake.hits["redirect"] == 2
+
+
 def test_a_stalled_upstream_times_out_at_the_whole_answer_deadline(fake: FakeUpstream) -> None:
     start = time.monotonic()
     events = events_of(f"{fake.base_url}/stall")  # whole_answer_s unset: the total, 5 s

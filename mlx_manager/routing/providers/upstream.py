@@ -14,10 +14,12 @@ import json
 import logging
 import os
 from collections.abc import AsyncIterator, Mapping
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
-import httpcore
+import aiohttp
 import httpx
+from httpx_aiohttp import AiohttpTransport
 from httpx_sse import EventSource, ServerSentEvent
 
 from mlx_manager.config import ProviderSettings
@@ -28,14 +30,19 @@ from mlx_manager.errors import (
     UpstreamUnavailable,
 )
 from mlx_manager.protocols.upstream_errors import upstream_error
-from mlx_manager.routing.providers.network import AsyncioBackend
 from mlx_manager.types import FinishReason, GenerationEvent
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 log = logging.getLogger(__name__)
 
 MAX_ERROR_BODY_BYTES = 64 * 1024
 DRAIN_TIMEOUT_S = 1.0
 LOOPBACK_HOSTS = ("localhost", "127.", "::1", "[::1]")
+# What a failed call raises: httpx's errors (the transport maps aiohttp's known ones) and
+# aiohttp's others (a malformed answer, say), which the transport lets through.
+TRANSPORT_ERRORS = (httpx.HTTPError, aiohttp.ClientError)
 
 
 class Decoder(Protocol):
@@ -60,6 +67,18 @@ class Decoder(Protocol):
 def upstream_key_from_env(settings: ProviderSettings) -> str:
     """The key a config-file provider names by environment variable ("" when none)."""
     return os.environ.get(settings.api_key_env, "") if settings.api_key_env else ""
+
+
+@dataclass(frozen=True, slots=True)
+class WholeResponse:
+    """A whole-answer call's status, headers and body."""
+
+    status_code: int
+    headers: Mapping[str, str]
+    content: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.content)
 
 
 class HttpUpstream:
@@ -87,6 +106,11 @@ class HttpUpstream:
         host = httpx.URL(settings.base_url).host
         self._left_machine = not any(host == h or host.startswith(h) for h in LOOPBACK_HOSTS)
         self._urls: dict[str, httpx.URL] = {}  # parsed once: httpx parses a str per request
+        self._json_headers = {**auth_headers, "Content-Type": "application/json"}
+        self._connect_timeout = aiohttp.ClientTimeout(
+            total=None, connect=t.connect_s, sock_connect=t.connect_s
+        )
+        self._tracer: Tracer | None = None
 
     @property
     def client(self) -> httpx.AsyncClient:
@@ -104,6 +128,11 @@ class HttpUpstream:
             url = self._urls[path] = httpx.URL(self.settings.base_url + path)
         return url
 
+    def trace(self, tracer: Tracer) -> None:
+        """Make a client span of each whole-answer call (a stream's are the httpx
+        instrumentation's) and send its traceparent."""
+        self._tracer = tracer
+
     async def aclose(self) -> None:
         await self._client.aclose()
 
@@ -115,12 +144,10 @@ class HttpUpstream:
         try:
             async with asyncio.timeout(deadline_s or self.settings.timeouts.total_s):
                 response = await self._post(path, body)
-        except (TimeoutError, httpx.TimeoutException) as exc:
-            if isinstance(exc, httpx.ConnectTimeout):
-                raise self._unreachable(exc) from None
-            raise self._timeout("whole answer" if deadline_s else "answer") from None
-        except httpx.HTTPError as exc:
+        except aiohttp.ClientError as exc:  # its connect timeout included
             raise self._unreachable(exc) from None
+        except TimeoutError:
+            raise self._timeout("whole answer" if deadline_s else "answer") from None
         if response.status_code >= 300:
             raise self._status_error(response, response.content[:MAX_ERROR_BODY_BYTES])
         try:
@@ -128,19 +155,39 @@ class HttpUpstream:
         except ValueError:
             raise UpstreamUnavailable(f"upstream {self.name!r} sent bad JSON") from None
 
-    async def _post(self, path: str, body: dict[str, Any]) -> httpx.Response:
-        """POST, the whole answer read: the client builds the request (its headers, key and
-        timeouts) and its transport sends it (tracing wraps the transport). Not through
-        AsyncClient.send, whose auth, redirect, cookie and event-hook layers are unused here
-        (no auth flow, no redirect followed, an upstream's cookies are no business of other
-        callers) and cost ~0.2-0.3 ms of CPU per request on a 2-core machine."""
-        request = self._client.build_request("POST", self.url(path), json=body)
-        response = await self._transport.handle_async_request(request)
-        try:
-            await response.aread()
-        finally:
-            await response.aclose()
-        return response
+    async def _post(self, path: str, body: dict[str, Any]) -> WholeResponse:
+        """POST, the whole answer read, on aiohttp's session under the transport (one pool
+        for both ways of calling). Not through httpx: for one JSON body its request and
+        response objects cost more CPU than the call itself (~0.1-0.2 ms a request)."""
+        url = self.url(path)
+        content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        if self._tracer is None:
+            return await self._send(url, content, self._json_headers)
+        from mlx_manager.observability.client_span import client_span
+
+        headers = dict(self._json_headers)
+        with client_span(self._tracer, "POST", str(url), headers) as span:
+            answer = await self._send(url, content, headers)
+            span.answered(answer.status_code)
+        return answer
+
+    async def _send(
+        self, url: httpx.URL, content: bytes, headers: Mapping[str, str]
+    ) -> WholeResponse:
+        async with self._session().post(
+            str(url),
+            data=content,
+            headers=headers,
+            allow_redirects=False,
+            timeout=self._connect_timeout,
+        ) as response:
+            return WholeResponse(response.status, response.headers, await response.read())
+
+    def _session(self) -> aiohttp.ClientSession:
+        transport = self._transport
+        if not isinstance(transport.client, aiohttp.ClientSession):
+            transport.client = transport.get_client()  # as the transport does on first use
+        return transport.client
 
     async def open(
         self, path: str, body: dict[str, Any], decoder: Decoder, request_id: str
@@ -158,7 +205,7 @@ class HttpUpstream:
             if isinstance(exc, httpx.ConnectTimeout):
                 raise self._unreachable(exc) from None
             raise self._timeout("first token") from None
-        except httpx.HTTPError as exc:
+        except TRANSPORT_ERRORS as exc:
             raise self._unreachable(exc) from None
         if response.status_code >= 400 or 300 <= response.status_code < 400:
             try:
@@ -176,7 +223,7 @@ class HttpUpstream:
         try:
             async with asyncio.timeout(self.settings.timeouts.connect_s + 5):
                 response = await self._client.get(self.url(path))
-        except (TimeoutError, httpx.HTTPError) as exc:
+        except (TimeoutError, *TRANSPORT_ERRORS) as exc:
             return f"could not be reached ({type(exc).__name__})"
         if response.status_code in (401, 403):
             return f"refused the API key (HTTP {response.status_code})"
@@ -184,7 +231,7 @@ class HttpUpstream:
             return f"answered HTTP {response.status_code}"
         return None  # 2xx, or a 4xx such as 404 from a server without a model list
 
-    def _status_error(self, response: httpx.Response, content: bytes) -> ApiError:
+    def _status_error(self, response: httpx.Response | WholeResponse, content: bytes) -> ApiError:
         status = response.status_code
         if 300 <= status < 400:
             return UpstreamUnavailable(
@@ -211,22 +258,18 @@ class HttpUpstream:
         )
 
 
-def _transport() -> httpx.AsyncHTTPTransport:
-    """httpx's transport (its defaults) on the asyncio network backend (network.py).
-
-    httpx takes no network backend of its own, so its transport's pool (`_pool`, the one
-    thing it sends through) is replaced by httpcore's pool with ours; should httpx rename it,
-    tests/routing/test_upstream_network.py finds requests no longer going through ours."""
-    transport = httpx.AsyncHTTPTransport(trust_env=False)
-    limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)  # httpx's own
-    transport._pool = httpcore.AsyncConnectionPool(
-        ssl_context=httpx.create_ssl_context(trust_env=False),
-        max_connections=limits.max_connections,
-        max_keepalive_connections=limits.max_keepalive_connections,
-        keepalive_expiry=limits.keepalive_expiry,
-        network_backend=AsyncioBackend(),
+def _transport() -> AiohttpTransport:
+    """httpx's requests and responses, sent and read by aiohttp (httpx-aiohttp, the transport
+    the OpenAI SDK ships as its aiohttp option). Why: aiohttp's C parser and writer cost
+    ~0.2-0.4 ms less CPU per upstream call than httpcore's h11 (a pass-through's largest
+    share; benchmarks/results/h200_router_overhead_4/). Same limits and TLS as httpx's own
+    transport (certifi's CAs, no proxy or netrc from the environment); aiohttp's session is
+    made on first use, on the event loop."""
+    return AiohttpTransport(
+        verify=httpx.create_ssl_context(trust_env=False),
+        trust_env=False,
+        limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),  # httpx's own
     )
-    return transport
 
 
 async def _bounded_body(response: httpx.Response) -> bytes:
@@ -311,7 +354,7 @@ class UpstreamStream:
             async with asyncio.timeout(DRAIN_TIMEOUT_S):
                 async for _ in self._sse:
                     pass
-        except (TimeoutError, httpx.HTTPError, ValueError):
+        except (TimeoutError, *TRANSPORT_ERRORS, ValueError):
             pass  # the connection is not reused; nothing is lost
 
     async def _next(self) -> GenerationEvent | None:
@@ -331,7 +374,7 @@ class UpstreamStream:
             except Exception as exc:
                 if self._aborted:  # abort() closed the response under the read
                     return None
-                if not isinstance(exc, httpx.HTTPError | ValueError):
+                if not isinstance(exc, (*TRANSPORT_ERRORS, ValueError)):
                     raise
                 return self._error(self._upstream._unreachable(exc))
             event = self._decode(sse)

@@ -1,5 +1,6 @@
-"""The upstream clients' asyncio network backend (routing/providers/network.py) on loopback:
-used by every upstream, a request leaves as one write, large bodies, TLS."""
+"""The upstream clients' transport (httpx requests sent by aiohttp, routing/providers/
+upstream.py) on loopback: one kept-alive connection, a request leaves as one write, large
+bodies, TLS verified against certifi's CAs or the context given."""
 
 from __future__ import annotations
 
@@ -11,17 +12,19 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import httpcore
 import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from httpx_aiohttp import AiohttpTransport
 
 from mlx_manager.config import ProviderSettings
-from mlx_manager.routing.providers import network
+from mlx_manager.errors import ApiError
 from mlx_manager.routing.providers.upstream import HttpUpstream
+
+LARGE_BYTES = 320 * 1024  # several socket writes' worth
 
 
 class _Server(asyncio.Protocol):
@@ -29,9 +32,11 @@ class _Server(asyncio.Protocol):
     records each chunk as it arrived, answers with the body's size."""
 
     requests: list[list[bytes]]
+    connections: list[int]
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
+        self.connections.append(1)
         self._transport = transport
         self._chunks: list[bytes] = []
 
@@ -58,17 +63,20 @@ class _Server(asyncio.Protocol):
 
 
 @asynccontextmanager
-async def serving(tls: ssl.SSLContext | None = None) -> AsyncIterator[tuple[int, list]]:
+async def serving(
+    tls: ssl.SSLContext | None = None,
+) -> AsyncIterator[tuple[int, list[list[bytes]], list[int]]]:
     requests: list[list[bytes]] = []
+    connections: list[int] = []
 
     def protocol() -> _Server:
         server = _Server()
-        server.requests = requests
+        server.requests, server.connections = requests, connections
         return server
 
     server = await asyncio.get_running_loop().create_server(protocol, "127.0.0.1", 0, ssl=tls)
     try:
-        yield server.sockets[0].getsockname()[1], requests
+        yield server.sockets[0].getsockname()[1], requests, connections
     finally:
         server.close()
 
@@ -80,46 +88,36 @@ def upstream(base_url: str) -> HttpUpstream:
     return HttpUpstream(settings, {}, ())
 
 
-def test_every_upstream_request_goes_through_the_asyncio_backend_in_one_write(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    connects: list[str] = []
-    connect = network.AsyncioBackend.connect_tcp
-
-    async def counted(self: network.AsyncioBackend, host: str, port: int, **kw: object) -> object:
-        connects.append(host)
-        return await connect(self, host, port, **kw)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(network.AsyncioBackend, "connect_tcp", counted)
-
-    async def main() -> list[list[bytes]]:
-        async with serving() as (port, requests):
+def test_upstream_requests_go_through_aiohttp_on_one_connection_in_one_write() -> None:
+    async def main() -> tuple[list[list[bytes]], list[int], object]:
+        async with serving() as (port, requests, connections):
             up = upstream(f"http://127.0.0.1:{port}/v1")
             try:
                 for _ in range(3):
                     answer = await up.post_json("/chat/completions", {"text": "x" * 1000})
                     assert answer["size"] > 1000
+                transport = up.client._transport
             finally:
                 await up.aclose()
-            return requests
+            return requests, connections, transport
 
-    requests = asyncio.run(main())
-    assert connects == ["127.0.0.1"]  # one kept-alive connection, made by our backend
+    requests, connections, transport = asyncio.run(main())
+    assert isinstance(transport, AiohttpTransport)
+    assert len(connections) == 1  # kept alive
     assert [len(chunks) for chunks in requests] == [1, 1, 1]  # head and body together
 
 
 def test_a_large_body_is_written_whole() -> None:
     async def main() -> int:
-        async with serving() as (port, _):
+        async with serving() as (port, _, _):
             up = upstream(f"http://127.0.0.1:{port}/v1")
             try:
-                text = "y" * (5 * network.WRITE_BUFFER_BYTES)
-                answer = await up.post_json("/chat/completions", {"text": text})
+                answer = await up.post_json("/chat/completions", {"text": "y" * LARGE_BYTES})
                 return int(answer["size"])
             finally:
                 await up.aclose()
 
-    assert asyncio.run(main()) > 5 * network.WRITE_BUFFER_BYTES
+    assert asyncio.run(main()) > LARGE_BYTES
 
 
 def _self_signed(tmp: Path) -> tuple[Path, Path]:
@@ -155,27 +153,23 @@ def _self_signed(tmp: Path) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
-def test_tls_through_the_backend_and_an_unverified_certificate_refused(tmp_path: Path) -> None:
+def test_tls_verified_and_an_unknown_certificate_refused(tmp_path: Path) -> None:
     cert, key = _self_signed(tmp_path)
     server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_tls.load_cert_chain(cert, key)
-    trusting = ssl.create_default_context(cafile=str(cert))
-
-    def client(context: ssl.SSLContext) -> httpx.AsyncClient:
-        pool = httpcore.AsyncConnectionPool(
-            ssl_context=context, network_backend=network.AsyncioBackend()
-        )
-        transport = httpx.AsyncHTTPTransport()
-        transport._pool = pool
-        return httpx.AsyncClient(transport=transport, trust_env=False)
 
     async def main() -> None:
-        async with serving(server_tls) as (port, _):
-            async with client(trusting) as trusted:
+        async with serving(server_tls) as (port, _, _):
+            trusting = AiohttpTransport(verify=ssl.create_default_context(cafile=str(cert)))
+            async with httpx.AsyncClient(transport=trusting, trust_env=False) as trusted:
                 response = await trusted.post(f"https://localhost:{port}/x", json={"a": 1})
                 assert response.status_code == 200 and response.json()["size"] > 0
-            async with client(ssl.create_default_context()) as strict:
-                with pytest.raises(httpx.ConnectError):
-                    await strict.post(f"https://localhost:{port}/x", json={"a": 1})
+            # The upstreams' own transport: certifi's CAs, which do not know this one.
+            up = upstream(f"https://localhost:{port}/v1")
+            try:
+                with pytest.raises(ApiError, match="could not be reached"):
+                    await up.post_json("/chat/completions", {"a": 1})
+            finally:
+                await up.aclose()
 
     asyncio.run(main())
