@@ -109,10 +109,16 @@ class AuditWriter:
         await self.flush()
 
     async def flush(self) -> int:
-        """Write every queued row, a batch per INSERT; how many were written."""
+        """Write the rows queued when it starts, a batch per INSERT; how many were written.
+
+        Rows queued meanwhile wait for the next flush (at once if a full batch is waiting):
+        chasing them under steady traffic wrote a trickle of tiny batches, each paying a
+        transaction's fixed cost (~1.3 ms of CPU on SQLite), ~0.3 ms on every request."""
         written = 0
-        while self._queue:
-            count = min(self._batch_rows, len(self._queue))
+        due = len(self._queue)
+        while due > 0 and self._queue:
+            count = min(self._batch_rows, due, len(self._queue))
+            due -= count
             batch = [self._queue.popleft() for _ in range(count)]
             if self._database is None:
                 self._drop(len(batch), "the audit log has no database")

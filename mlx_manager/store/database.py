@@ -43,7 +43,12 @@ class Database:
 
     def __init__(self, urls: DatabaseUrls) -> None:
         self.urls = urls
-        self.engine: AsyncEngine = create_async_engine(urls.async_url, pool_pre_ping=True)
+        # A pooled server connection may have been dropped (a restart, an idle timeout):
+        # checked before use. SQLite's file connections cannot be, and the check is a round
+        # trip through aiosqlite's thread per transaction (the audit writer's included).
+        self.engine: AsyncEngine = create_async_engine(
+            urls.async_url, pool_pre_ping=not urls.is_sqlite
+        )
         if urls.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)

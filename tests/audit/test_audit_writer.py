@@ -85,6 +85,28 @@ def test_rows_are_written_in_batches_one_insert_each(urls: DatabaseUrls) -> None
     run(test, urls)
 
 
+def test_rows_queued_during_a_flush_wait_for_the_next(urls: DatabaseUrls) -> None:
+    """Under steady traffic a flush must not chase the rows arriving while it writes: that
+    wrote a trickle of one- or two-row INSERTs, each a whole transaction's cost."""
+
+    async def test(database: Database) -> None:
+        inserts = Inserts(database)
+        writer = AuditWriter(flush_s=60, batch_rows=100)
+        writer._database = database  # flushed by hand: no timer
+        for n in range(10):
+            writer.submit(row(n))
+        flushing = asyncio.ensure_future(writer.flush())
+        await asyncio.sleep(0)  # the flush has taken its rows and awaits the database
+        for n in range(10, 13):
+            writer.submit(row(n))
+        assert await flushing == 10
+        assert (inserts.statements, writer.queued) == (1, 3)
+        assert await writer.flush() == 3
+        assert await stored(database) == [f"req-{n}" for n in range(13)]
+
+    run(test, urls)
+
+
 def test_the_interval_flushes_a_partial_batch(urls: DatabaseUrls) -> None:
     async def test(database: Database) -> None:
         writer = AuditWriter(flush_s=0.05)
