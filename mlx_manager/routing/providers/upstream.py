@@ -1,6 +1,7 @@
-"""What both upstream dialects share: one pooled httpx client per provider, the POST, HTTP
-errors as ApiErrors, SSE (httpx-sse: a small, well-kept parser of the SSE framing, which is
-subtler than `data:` lines: multi-line data, comments, CRLF), timeouts, abort.
+"""What both upstream dialects share: one pooled client per provider (httpx's API, aiohttp's
+connections underneath; a whole answer is posted on aiohttp directly), the POST, HTTP errors
+as ApiErrors, SSE (httpx-sse: a small, well-kept parser of the SSE framing, which is subtler
+than `data:` lines: multi-line data, comments, CRLF), timeouts, abort.
 
 No retries and no redirects: MLX Manager's failover is the only retry loop, and a redirect
 could carry the key to another host. The URL and key come from the admin's configuration,

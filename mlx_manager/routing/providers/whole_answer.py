@@ -8,7 +8,7 @@ dialect's decoder turns it into the events its stream would have given (`Decoder
 The call starts at once, in a task of its own made by the provider's submit: it runs in the
 context submit ran in (the attempt's tracing span is the HTTP call's parent), and a client
 that leaves while the upstream is still generating cancels it (abort(), from the route's
-`collect`; httpx then closes the connection). Its failures, HTTP statuses included, come as
+`collect`; aiohttp then closes the connection). Its failures, HTTP statuses included, come as
 the error event that starts the stream: a chain peeks at it and fails over
 (failover._first_answer), a lone target answers with it in the caller's dialect. With no
 events to time, the whole answer has one deadline (UpstreamTimeouts.whole_answer_deadline_s:
