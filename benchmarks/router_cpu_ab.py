@@ -4,7 +4,8 @@
         NAME=SRC_DIR[:extra serve flags] NAME=SRC_DIR ...
 
 Each variant is an MLX Manager router importing mlx_manager from SRC_DIR (a `git archive` of
-a commit, or the work tree) with a config routing `bench-exact` to one canned upstream
+a commit, or the work tree) with router_overhead.py's config (filler rules, then `bench-exact`)
+routing to one canned upstream
 (benchmarks/lib/canned_upstream.py: answers at next to no CPU, so nothing of an upstream's
 work is in the figure). One sequential client sends the same non-streamed chat completion in
 blocks of --block requests to each router in turn (the order reversed every other block, so
@@ -36,6 +37,7 @@ from benchmarks.lib.machine import machine_info, process_cpu_s
 from benchmarks.lib.output import logger, timestamp, write_json, write_report
 from benchmarks.lib.processes import free_port
 from benchmarks.lib.server import ServerProcess
+from benchmarks.router_overhead import router_config
 
 log = logger("router_cpu_ab", clock=True)
 BODY = {
@@ -45,6 +47,7 @@ BODY = {
     "temperature": 0,
 }
 WARMUP = 100
+FILLER_RULES = 10  # of each kind, as router_overhead.py's default
 
 
 def parse_variant(text: str) -> tuple[str, Path, list[str]]:
@@ -53,17 +56,6 @@ def parse_variant(text: str) -> tuple[str, Path, list[str]]:
     if not name or not src:
         raise argparse.ArgumentTypeError(f"{text!r}: expected NAME=SRC_DIR[:flags]")
     return name, Path(src).resolve(), flags.split()
-
-
-def config(port: int) -> dict[str, Any]:
-    target = [{"provider": "up", "model": "m"}]
-    fillers = [{"pattern": f"filler-{i}", "match": "exact", "targets": target} for i in range(10)]
-    return {
-        "providers": [
-            {"name": "up", "kind": "openai_compatible", "base_url": f"http://127.0.0.1:{port}/v1"}
-        ],
-        "routes": [*fillers, {"pattern": "bench-exact", "match": "exact", "targets": target}],
-    }
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
@@ -76,7 +68,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         upstream = subprocess.Popen(canned, cwd=Path(__file__).resolve().parents[1])
         stack.callback(upstream.kill)
         config_path = out / "router_config.json"
-        write_json(config_path, config(port))
+        # router_overhead.py's rule table: the same lookups before `bench-exact` matches.
+        write_json(config_path, router_config(f"http://127.0.0.1:{port}", "m", FILLER_RULES))
         routers: dict[str, ServerProcess] = {}
         for name, src, flags in args.variants:
             empty = Path(stack.enter_context(tempfile.TemporaryDirectory()))

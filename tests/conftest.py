@@ -14,6 +14,7 @@ import pytest
 from mlx_manager.models.default_model import DEFAULT_MODEL_NAME, ensure_embedded_model
 from tests.fixtures.browser import browser, ui_server
 from tests.fixtures.embeddings import embeddings_server, minilm_dir
+from tests.fixtures.fake_upstream import fake_upstream
 from tests.fixtures.pool_models import pool_model_root
 from tests.fixtures.postgres import postgres_server, postgres_url
 from tests.fixtures.server import ServerProcess
@@ -25,6 +26,7 @@ from tests.fixtures.vision_models import tiny_smolvlm_dir
 __all__ = [
     "browser",
     "embeddings_server",
+    "fake_upstream",
     "fox_wav",
     "minilm_dir",
     "pool_model_root",

@@ -190,16 +190,7 @@ def test_a_client_that_leaves_mid_stream(server: ServerProcess) -> None:
 # --- a front MLX Manager routing to the session's server ---------------------------------
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeUpstream]:
-    upstream = FakeUpstream().start()
-    try:
-        yield upstream
-    finally:
-        upstream.stop()
-
-
-def _front_config(server: ServerProcess, fake: FakeUpstream) -> dict[str, Any]:
+def _front_config(server: ServerProcess, fake_upstream: FakeUpstream) -> dict[str, Any]:
     def provider(name: str, base_url: str, **timeouts: float) -> dict[str, Any]:
         entry: dict[str, Any] = {"name": name, "kind": "openai_compatible", "base_url": base_url}
         return {**entry, "timeouts": timeouts} if timeouts else entry
@@ -210,8 +201,8 @@ def _front_config(server: ServerProcess, fake: FakeUpstream) -> dict[str, Any]:
     return {
         "providers": [
             provider("mm", f"{server.base_url}/v1"),
-            provider("broken", f"{fake.base_url}/500"),
-            provider("slow", f"{fake.base_url}/slow", idle_s=1),
+            provider("broken", f"{fake_upstream.base_url}/500"),
+            provider("slow", f"{fake_upstream.base_url}/slow", idle_s=1),
         ],
         "routes": [
             route("audit-up", ("mm", MODEL)),
@@ -235,11 +226,11 @@ def _start_front(root: Path, config: dict[str, Any], *flags: str) -> ServerProce
 
 @pytest.fixture(scope="module")
 def front(
-    server: ServerProcess, fake: FakeUpstream, tmp_path_factory: pytest.TempPathFactory
+    server: ServerProcess, fake_upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerProcess]:
     process = _start_front(
         tmp_path_factory.mktemp("audit-front"),
-        _front_config(server, fake),
+        _front_config(server, fake_upstream),
         "--audit-flush-ms",
         "100",
         "--audit-prompts",
@@ -363,9 +354,11 @@ def test_filters_pages_and_aggregates_say_what_the_rows_say(front: ServerProcess
 
 
 def test_finished_requests_survive_kill_9(
-    server: ServerProcess, fake: FakeUpstream, tmp_path: Path
+    server: ServerProcess, fake_upstream: FakeUpstream, tmp_path: Path
 ) -> None:
-    process = _start_front(tmp_path, _front_config(server, fake), "--audit-flush-ms", "200")
+    process = _start_front(
+        tmp_path, _front_config(server, fake_upstream), "--audit-flush-ms", "200"
+    )
     try:
         finished = []
         for n in range(3):

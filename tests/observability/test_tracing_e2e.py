@@ -39,15 +39,6 @@ def collector() -> Iterator[OtlpCollector]:
 
 
 @pytest.fixture(scope="module")
-def fake() -> Iterator[FakeUpstream]:
-    upstream = FakeUpstream().start()
-    try:
-        yield upstream
-    finally:
-        upstream.stop()
-
-
-@pytest.fixture(scope="module")
 def back(
     collector: OtlpCollector, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerProcess]:
@@ -68,14 +59,18 @@ def back(
 @pytest.fixture(scope="module")
 def front(
     collector: OtlpCollector,
-    fake: FakeUpstream,
+    fake_upstream: FakeUpstream,
     back: ServerProcess,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[ServerProcess]:
     root = tmp_path_factory.mktemp("traced-front")
     config = {
         "providers": [
-            {"name": "broken", "kind": "openai_compatible", "base_url": f"{fake.base_url}/500"},
+            {
+                "name": "broken",
+                "kind": "openai_compatible",
+                "base_url": f"{fake_upstream.base_url}/500",
+            },
             {"name": "back", "kind": "openai_compatible", "base_url": f"{back.base_url}/v1"},
         ],
         "routes": [
@@ -190,7 +185,7 @@ def test_a_local_request_gives_its_span_tree_under_the_callers_span(
 
 
 def test_an_upstream_request_with_failover_is_one_trace_across_both_servers(
-    front: ServerProcess, back: ServerProcess, collector: OtlpCollector, fake: FakeUpstream
+    front: ServerProcess, back: ServerProcess, collector: OtlpCollector, fake_upstream: FakeUpstream
 ) -> None:
     trace_id, parent_id, header = traceparent()
     body = {
@@ -254,7 +249,7 @@ def test_an_upstream_request_with_failover_is_one_trace_across_both_servers(
     assert upstream["parent_id"] == call["span_id"]
     attempt = one(spans, "back", "attempt local")
     assert {s["name"] for s in children(spans, attempt)} == set(PHASES)
-    assert fake.hits["500"] >= 1
+    assert fake_upstream.hits["500"] >= 1
 
 
 def test_a_whole_answer_upstream_call_is_traced_and_continues_the_trace(

@@ -19,22 +19,17 @@ from tests.fixtures.server import ServerProcess
 
 
 @pytest.fixture(scope="module")
-def fake() -> Iterator[FakeUpstream]:
-    upstream = FakeUpstream().start()
-    try:
-        yield upstream
-    finally:
-        upstream.stop()
-
-
-@pytest.fixture(scope="module")
 def front(
-    server: ServerProcess, fake: FakeUpstream, tmp_path_factory: pytest.TempPathFactory
+    server: ServerProcess, fake_upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerProcess]:
     root = tmp_path_factory.mktemp("metrics-front")
     config = {
         "providers": [
-            {"name": "broken", "kind": "openai_compatible", "base_url": f"{fake.base_url}/500"},
+            {
+                "name": "broken",
+                "kind": "openai_compatible",
+                "base_url": f"{fake_upstream.base_url}/500",
+            },
             {"name": "session", "kind": "openai_compatible", "base_url": f"{server.base_url}/v1"},
         ],
         "routes": [
@@ -72,7 +67,7 @@ def scrape(front: ServerProcess) -> dict[tuple[str, tuple[tuple[str, str], ...]]
 
 
 def test_a_forced_failover_is_counted_and_the_failed_backend_shown_down(
-    front: ServerProcess, fake: FakeUpstream
+    front: ServerProcess, fake_upstream: FakeUpstream
 ) -> None:
     before = scrape(front)
     up = "mlx_manager:backend_up"
@@ -85,7 +80,7 @@ def test_a_forced_failover_is_counted_and_the_failed_backend_shown_down(
             model="chain", messages=[{"role": "user", "content": "Hi"}], max_tokens=3
         )
         assert raw.headers["x-mlx-manager-backend"] == f"session/{MODEL}"
-    assert fake.hits["500"] == 1
+    assert fake_upstream.hits["500"] == 1
 
     after = scrape(front)
     fallbacks = {

@@ -31,15 +31,6 @@ WEATHER = {
 ASK = [{"role": "user", "content": "What's the weather in Paris?"}]
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeUpstream]:
-    upstream = FakeUpstream().start()
-    try:
-        yield upstream
-    finally:
-        upstream.stop()
-
-
 def _provider(name: str, kind: str, base_url: str, **timeouts: float) -> dict[str, Any]:
     entry: dict[str, Any] = {"name": name, "kind": kind, "base_url": base_url}
     if timeouts:
@@ -57,25 +48,25 @@ def _route(pattern: str, match: str, *targets: tuple[str, str]) -> dict[str, Any
 
 @pytest.fixture(scope="module")
 def front(
-    server: ServerProcess, fake: FakeUpstream, tmp_path_factory: pytest.TempPathFactory
+    server: ServerProcess, fake_upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerProcess]:
     root = tmp_path_factory.mktemp("front")
     config = {
         "providers": [
             _provider("mm-openai", "openai_compatible", f"{server.base_url}/v1"),
             _provider("mm-anthropic", "anthropic", server.base_url),
-            _provider("rate-limited", "openai_compatible", f"{fake.base_url}/429"),
-            _provider("overloaded", "anthropic", f"{fake.base_url}/529"),
-            _provider("broken", "openai_compatible", f"{fake.base_url}/500"),
-            _provider("picky", "openai_compatible", f"{fake.base_url}/400"),
+            _provider("rate-limited", "openai_compatible", f"{fake_upstream.base_url}/429"),
+            _provider("overloaded", "anthropic", f"{fake_upstream.base_url}/529"),
+            _provider("broken", "openai_compatible", f"{fake_upstream.base_url}/500"),
+            _provider("picky", "openai_compatible", f"{fake_upstream.base_url}/400"),
             _provider(
                 "stalled",
                 "openai_compatible",
-                f"{fake.base_url}/stall",
+                f"{fake_upstream.base_url}/stall",
                 first_token_s=1.5,
                 whole_answer_s=1.5,
             ),
-            _provider("fake-ok", "openai_compatible", f"{fake.base_url}/ok"),
+            _provider("fake-ok", "openai_compatible", f"{fake_upstream.base_url}/ok"),
         ],
         "routes": [
             _route("up-", "prefix", ("mm-openai", MODEL)),
@@ -284,9 +275,9 @@ def test_explain(front: ServerProcess) -> None:
 
 
 def test_failover_past_429_529_and_500_gives_one_clean_answer(
-    oa: openai.OpenAI, fake: FakeUpstream, front: ServerProcess
+    oa: openai.OpenAI, fake_upstream: FakeUpstream, front: ServerProcess
 ) -> None:
-    before = dict(fake.hits)
+    before = dict(fake_upstream.hits)
     raw = oa.chat.completions.with_raw_response.create(
         model="chain-vendors",
         messages=[{"role": "user", "content": "Hi"}],
@@ -296,7 +287,7 @@ def test_failover_past_429_529_and_500_gives_one_clean_answer(
     assert raw.headers[BACKEND] == f"mm-openai/{MODEL}"
     chunks = list(raw.parse())
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    assert {k: fake.hits[k] - before.get(k, 0) for k in ("429", "529", "500")} == {
+    assert {k: fake_upstream.hits[k] - before.get(k, 0) for k in ("429", "529", "500")} == {
         "429": 1,
         "529": 1,
         "500": 1,
@@ -311,28 +302,30 @@ def test_failover_past_429_529_and_500_gives_one_clean_answer(
 
 
 def test_stalled_stream_fails_over_on_first_token_timeout(
-    an: anthropic.Anthropic, fake: FakeUpstream
+    an: anthropic.Anthropic, fake_upstream: FakeUpstream
 ) -> None:
     raw = an.messages.with_raw_response.create(
         model="chain-stall", messages=[{"role": "user", "content": "Hi"}], max_tokens=4
     )
     assert raw.headers[BACKEND] == f"mm-anthropic/{MODEL}"
     assert raw.parse().content[0].type == "text"
-    assert fake.hits["stall"] >= 1
+    assert fake_upstream.hits["stall"] >= 1
 
 
-def test_cooldown_engages_after_repeated_failures(oa: openai.OpenAI, fake: FakeUpstream) -> None:
-    before = fake.hits["500"]
+def test_cooldown_engages_after_repeated_failures(
+    oa: openai.OpenAI, fake_upstream: FakeUpstream
+) -> None:
+    before = fake_upstream.hits["500"]
     for _ in range(3):
         raw = oa.chat.completions.with_raw_response.create(
             model="chain-cool", messages=[{"role": "user", "content": "Hi"}], max_tokens=2
         )
         assert raw.headers[BACKEND] == f"mm-openai/{MODEL}"
-    assert fake.hits["500"] - before == 2  # the third request skipped the cooling target
+    assert fake_upstream.hits["500"] - before == 2  # the third request skipped the cooling target
 
 
 def test_caller_errors_do_not_fail_over_and_keep_the_dialect(
-    oa: openai.OpenAI, an: anthropic.Anthropic, fake: FakeUpstream
+    oa: openai.OpenAI, an: anthropic.Anthropic, fake_upstream: FakeUpstream
 ) -> None:
     with pytest.raises(openai.BadRequestError) as info:
         oa.chat.completions.create(
@@ -345,19 +338,19 @@ def test_caller_errors_do_not_fail_over_and_keep_the_dialect(
             model="chain-caller", messages=[{"role": "user", "content": "Hi"}], max_tokens=2
         )
     assert anth.value.body["type"] == "error"  # type: ignore[index]
-    assert fake.hits["400"] == 2
+    assert fake_upstream.hits["400"] == 2
 
 
 # --- a non-streamed caller: the upstream is asked for the whole answer ---------------------
 
 
 def test_non_streamed_callers_get_whole_answers_after_failover(
-    oa: openai.OpenAI, an: anthropic.Anthropic, fake: FakeUpstream
+    oa: openai.OpenAI, an: anthropic.Anthropic, fake_upstream: FakeUpstream
 ) -> None:
     """429 and 500 fail over as with a stream; the answering upstream is asked with
     `"stream": false`, and its answer comes back whole in each dialect, usage included."""
-    before = fake.hits["429"], fake.hits["500"]
-    fake.streamed.clear()
+    before = fake_upstream.hits["429"], fake_upstream.hits["500"]
+    fake_upstream.streamed.clear()
     raw = oa.chat.completions.with_raw_response.create(
         model="chain-whole", messages=[{"role": "user", "content": "Hi"}], max_tokens=2
     )
@@ -369,22 +362,22 @@ def test_non_streamed_callers_get_whole_answers_after_failover(
         reply.usage.prompt_tokens,
         reply.usage.completion_tokens,
     ) == (3, 1)
-    assert (fake.hits["429"], fake.hits["500"]) == (before[0] + 1, before[1] + 1)
+    assert (fake_upstream.hits["429"], fake_upstream.hits["500"]) == (before[0] + 1, before[1] + 1)
     message = an.messages.create(
         model="chain-whole", messages=[{"role": "user", "content": "Hi"}], max_tokens=2
     )
     assert message.content[0].type == "text" and message.content[0].text == "Hi"
     assert (message.usage.input_tokens, message.usage.output_tokens) == (3, 1)
     assert message.stop_reason == "end_turn"
-    assert fake.streamed == [False, False]
+    assert fake_upstream.streamed == [False, False]
 
 
 def test_streamed_callers_still_stream_from_the_upstream(
-    oa: openai.OpenAI, fake: FakeUpstream
+    oa: openai.OpenAI, fake_upstream: FakeUpstream
 ) -> None:
-    fake.streamed.clear()
+    fake_upstream.streamed.clear()
     chunks = oa.chat.completions.create(
         model="chain-whole", messages=[{"role": "user", "content": "Hi"}], max_tokens=2, stream=True
     )
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Hi"
-    assert fake.streamed == [True]
+    assert fake_upstream.streamed == [True]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -14,15 +13,6 @@ from mlx_manager.routing.providers.openai_compatible import OpenAICompatibleProv
 from mlx_manager.types import ChatMessage, GenerateRequest, GenerationEvent, SamplingParams
 from tests.fixtures.fake_upstream import FakeUpstream
 from tests.fixtures.server import free_port
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeUpstream]:
-    upstream = FakeUpstream().start()
-    try:
-        yield upstream
-    finally:
-        upstream.stop()
 
 
 def provider(base_url: str) -> OpenAICompatibleProvider:
@@ -49,17 +39,17 @@ async def _events(base_url: str) -> list[GenerationEvent]:
         await up.aclose()
 
 
-def test_first_token_timeout(fake: FakeUpstream) -> None:
+def test_first_token_timeout(fake_upstream: FakeUpstream) -> None:
     start = time.monotonic()
-    events = asyncio.run(_events(f"{fake.base_url}/stall"))
+    events = asyncio.run(_events(f"{fake_upstream.base_url}/stall"))
     assert 0.9 < time.monotonic() - start < 4
     assert len(events) == 1 and events[0].error is not None
     error = events[0].error.api_error()
     assert isinstance(error, UpstreamTimeout) and "first token" in error.message
 
 
-def test_idle_timeout_after_output_ends_with_an_error_event(fake: FakeUpstream) -> None:
-    events = asyncio.run(_events(f"{fake.base_url}/slow"))
+def test_idle_timeout_after_output_ends_with_an_error_event(fake_upstream: FakeUpstream) -> None:
+    events = asyncio.run(_events(f"{fake_upstream.base_url}/slow"))
     assert events[0].text == "Hel"
     assert events[-1].error is not None and "next event" in events[-1].error.message
 
@@ -79,9 +69,9 @@ def test_connect_error_is_unavailable_without_the_url() -> None:
     asyncio.run(main())
 
 
-def test_abort_closes_the_stream(fake: FakeUpstream) -> None:
+def test_abort_closes_the_stream(fake_upstream: FakeUpstream) -> None:
     async def main() -> list[GenerationEvent]:
-        up = provider(f"{fake.base_url}/stall")
+        up = provider(f"{fake_upstream.base_url}/stall")
         try:
             stream = await up.submit(REQUEST)
             asyncio.get_running_loop().call_later(0.2, stream.abort)
@@ -95,11 +85,13 @@ def test_abort_closes_the_stream(fake: FakeUpstream) -> None:
     assert asyncio.run(main()) == []
 
 
-def test_finished_streams_leave_their_connection_for_the_next_request(fake: FakeUpstream) -> None:
+def test_finished_streams_leave_their_connection_for_the_next_request(
+    fake_upstream: FakeUpstream,
+) -> None:
     """The body is read to its end after the last event: one connection serves them all."""
 
     async def run() -> list[str]:
-        up = provider(f"{fake.base_url}/ok")
+        up = provider(f"{fake_upstream.base_url}/ok")
         texts = []
         try:
             for _ in range(5):
@@ -110,7 +102,7 @@ def test_finished_streams_leave_their_connection_for_the_next_request(fake: Fake
             await up.aclose()
         return texts
 
-    fake.client_ports.clear()
+    fake_upstream.client_ports.clear()
     assert asyncio.run(run()) == ["Hi"] * 5
-    assert len(fake.client_ports) == 5
-    assert len(set(fake.client_ports)) == 1, fake.client_ports
+    assert len(fake_upstream.client_ports) == 5
+    assert len(set(fake_upstream.client_ports)) == 1, fake_upstream.client_ports

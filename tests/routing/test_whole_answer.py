@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -39,15 +38,6 @@ WHOLE = GenerateRequest(
 )
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeUpstream]:
-    upstream = FakeUpstream().start()
-    try:
-        yield upstream
-    finally:
-        upstream.stop()
-
-
 def provider(base_url: str, **timeouts: Any) -> OpenAICompatibleProvider:
     settings = {"name": "p", "kind": "openai_compatible", "base_url": base_url}
     return OpenAICompatibleProvider(
@@ -67,10 +57,10 @@ def events_of(base_url: str, request: GenerateRequest = WHOLE) -> list[Generatio
 
 
 def test_a_non_streamed_request_is_asked_whole_and_keeps_its_connection(
-    fake: FakeUpstream,
+    fake_upstream: FakeUpstream,
 ) -> None:
     async def main() -> list[list[GenerationEvent]]:
-        up = provider(f"{fake.base_url}/ok")
+        up = provider(f"{fake_upstream.base_url}/ok")
         try:
             answers = []
             for _ in range(3):
@@ -82,20 +72,20 @@ def test_a_non_streamed_request_is_asked_whole_and_keeps_its_connection(
         finally:
             await up.aclose()
 
-    fake.client_ports.clear()
-    fake.streamed.clear()
+    fake_upstream.client_ports.clear()
+    fake_upstream.streamed.clear()
     for events in asyncio.run(main()):
         assert "".join(e.text for e in events) == "Hi"
         assert events[-1].finish_reason is FinishReason.STOP
         assert events[-1].usage == Usage(3, 1)
-    assert fake.streamed == [False] * 3
-    assert len(set(fake.client_ports)) == 1, fake.client_ports
+    assert fake_upstream.streamed == [False] * 3
+    assert len(set(fake_upstream.client_ports)) == 1, fake_upstream.client_ports
 
 
-def test_a_streamed_request_still_streams(fake: FakeUpstream) -> None:
-    fake.streamed.clear()
-    events = events_of(f"{fake.base_url}/ok", dataclasses.replace(WHOLE, stream=True))
-    assert "".join(e.text for e in events) == "Hi" and fake.streamed == [True]
+def test_a_streamed_request_still_streams(fake_upstream: FakeUpstream) -> None:
+    fake_upstream.streamed.clear()
+    events = events_of(f"{fake_upstream.base_url}/ok", dataclasses.replace(WHOLE, stream=True))
+    assert "".join(e.text for e in events) == "Hi" and fake_upstream.streamed == [True]
 
 
 @pytest.mark.parametrize(
@@ -107,11 +97,11 @@ def test_a_streamed_request_still_streams(fake: FakeUpstream) -> None:
     ],
 )
 def test_upstream_errors_start_the_stream_as_error_events(
-    fake: FakeUpstream, mode: str, error_class: type[Exception], failure: FailureClass
+    fake_upstream: FakeUpstream, mode: str, error_class: type[Exception], failure: FailureClass
 ) -> None:
     """An error event first: a chain fails over on it (a caller error does not), as on a
     status raised by a streamed request; Retry-After is kept for the cooldown."""
-    events = events_of(f"{fake.base_url}/{mode}/v1")
+    events = events_of(f"{fake_upstream.base_url}/{mode}/v1")
     assert len(events) == 1 and events[0].error is not None
     error = events[0].error.api_error()
     assert isinstance(error, error_class) and classify(error) is failure
@@ -119,21 +109,23 @@ def test_upstream_errors_start_the_stream_as_error_events(
         assert error.headers.get("Retry-After") == "30"
 
 
-def test_a_redirect_is_not_followed(fake: FakeUpstream) -> None:
+def test_a_redirect_is_not_followed(fake_upstream: FakeUpstream) -> None:
     """Neither a whole answer (aiohttp directly) nor a stream (httpx) follows one: it could
     carry the key to another host. The stream's is raised at submit (before streaming)."""
-    before = fake.hits["ok"]
-    events = events_of(f"{fake.base_url}/redirect/v1")
+    before = fake_upstream.hits["ok"]
+    events = events_of(f"{fake_upstream.base_url}/redirect/v1")
     error = events[0].error.api_error() if events[0].error else None
     assert isinstance(error, UpstreamUnavailable) and "redirect" in error.message
     with pytest.raises(UpstreamUnavailable, match="redirect"):
-        events_of(f"{fake.base_url}/redirect/v1", dataclasses.replace(WHOLE, stream=True))
-    assert fake.hits["ok"] == before and fake.hits["redirect"] == 2
+        events_of(f"{fake_upstream.base_url}/redirect/v1", dataclasses.replace(WHOLE, stream=True))
+    assert fake_upstream.hits["ok"] == before and fake_upstream.hits["redirect"] == 2
 
 
-def test_a_stalled_upstream_times_out_at_the_whole_answer_deadline(fake: FakeUpstream) -> None:
+def test_a_stalled_upstream_times_out_at_the_whole_answer_deadline(
+    fake_upstream: FakeUpstream,
+) -> None:
     start = time.monotonic()
-    events = events_of(f"{fake.base_url}/stall")  # whole_answer_s unset: the total, 5 s
+    events = events_of(f"{fake_upstream.base_url}/stall")  # whole_answer_s unset: the total, 5 s
     assert 4.9 < time.monotonic() - start < 8
     error = events[0].error.api_error() if events[0].error else None
     assert isinstance(error, UpstreamTimeout) and "whole answer" in error.message
@@ -156,11 +148,11 @@ def test_connect_error_is_an_unavailable_event_without_the_url() -> None:
     assert isinstance(error, UpstreamUnavailable) and str(port) not in error.message
 
 
-def test_abort_cancels_the_waiting_request(fake: FakeUpstream) -> None:
+def test_abort_cancels_the_waiting_request(fake_upstream: FakeUpstream) -> None:
     """A client that leaves (collect aborts the stream) cancels the call to the upstream."""
 
     async def main() -> float:
-        up = provider(f"{fake.base_url}/stall", first_token_s=3)
+        up = provider(f"{fake_upstream.base_url}/stall", first_token_s=3)
         try:
             stream = await up.submit(WHOLE)
 
